@@ -1,0 +1,214 @@
+"""What every vertebra backbone is: a ``features`` sequence plus the taps that make it multi-scale.
+
+A family file (``efficientnet.py``, ``mobilenetv3.py`` ...) only describes its architecture as table
+rows and builds ``features``; this module turns that into the feature contract:
+
+* :class:`StridePlan` turns the paper's strides into ``(stride, dilation)`` pairs for a requested
+  output stride, so *every* family can dilate its final stages (8/16/32), not only the ones
+  torchvision happens to support.
+* :class:`Backbone` runs ``features`` and returns the tapped levels as an ordered dict whose keys,
+  channels and strides are exactly ``feature_info``; it also owns gradient checkpointing and freezing.
+
+The module layout (``features.N...``) deliberately mirrors torchvision's classification models, so
+their checkpoints load with nothing but a prefix mapping.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..errors import ConfigError, InputError
+from ..features import FeatureInfo, FeatureSpec
+
+__all__ = ["Backbone", "BackboneMeta", "StridePlan", "OUTPUT_STRIDES", "make_divisible"]
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round channels to a multiple of ``divisor`` without ever losing more than 10% (the TF rule)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class StridePlan:
+    """Tracks the running stride and swaps stride for dilation once ``output_stride`` is reached.
+
+    Rule (torchvision's MobileNetV3 ``dilated=True`` rule, applied to every family): the block that
+    would exceed the output stride keeps stride 1 and, like every later block, multiplies its
+    dilation by the stride it gave up.  The total receptive field is unchanged, the maps stay larger.
+    """
+
+    def __init__(self, output_stride: int = 32):
+        if output_stride not in OUTPUT_STRIDES:
+            raise ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}",
+                              path="output_stride")
+        self.output_stride = output_stride
+        self.stride = 1
+        self.dilation = 1
+
+    def step(self, stride: int) -> tuple[int, int]:
+        """The ``(stride, dilation)`` a layer with the paper's ``stride`` gets under this plan."""
+        if stride > 1 and self.stride * stride > self.output_stride:
+            self.dilation *= stride
+            return 1, self.dilation
+        self.stride *= stride
+        return stride, self.dilation
+
+
+@dataclass(frozen=True)
+class BackboneMeta:
+    """Facts about a variant that are not module structure: sizes, the classifier it ships with, the paper."""
+
+    family: str
+    default_size: int = 224
+    eval_size: int | None = None          # EfficientNetV2 evaluates at a larger size than it trains
+    classifier_dropout: float = 0.2
+    classifier_hidden: int | None = None  # MobileNetV3's extra 1280/1024 linear layer
+    torchvision_name: str | None = None   # the torchvision builder with this exact architecture
+    paper: dict[str, Any] = field(default_factory=dict)  # e.g. {"params_m": 5.3, "macs_g": 0.39}
+
+
+class Backbone(nn.Module):
+    """A multi-scale backbone: ``forward(x) -> OrderedDict[level name, Tensor]``.
+
+    Args:
+        features: the layers in order; level taps refer to positions in it.
+        levels: every level this architecture offers, shallow to deep (effective strides).
+        out_indices: which of ``levels`` to return (negative indices count from the deepest);
+            ``None`` returns all.
+        meta: facts for ``describe()`` and for heads (e.g. the family's classifier shape).
+        in_channels: channels the stem expects, checked on every call.
+    """
+
+    def __init__(self, features: nn.Sequential, levels: Sequence[FeatureSpec], *,
+                 out_indices: Sequence[int] | None = None, meta: BackboneMeta,
+                 in_channels: int = 3):
+        super().__init__()
+        self.features = features
+        self.all_levels = FeatureInfo(levels)
+        self.feature_info = FeatureInfo(self.all_levels[i] for i in _normalise_indices(out_indices, len(levels)))
+        self.meta = meta
+        self.in_channels = in_channels
+        self.grad_checkpointing = False
+        self._frozen_bn_eval: list[nn.Module] = []
+        # Later layers than the deepest requested tap never run.
+        self._last_index = max(spec.index for spec in self.feature_info)
+        self._taps = {spec.index: spec.name for spec in self.feature_info}
+
+    # -- the contract -------------------------------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        """Channels of the deepest returned level (what a classifier pools)."""
+        return self.feature_info[-1].channels
+
+    @property
+    def output_stride(self) -> int:
+        return max(spec.stride for spec in self.all_levels)
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        self._check_input(x)
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
+        for index, layer in enumerate(self.features):
+            if index > self._last_index:
+                break
+            x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint else layer(x)
+            name = self._taps.get(index)
+            if name is not None:
+                out[name] = x
+        return out
+
+    def _check_input(self, x: Tensor) -> None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if x.dim() != 4:
+            raise InputError(f"expected a batch of images shaped (N, {self.in_channels}, H, W), "
+                             f"got a tensor with {x.dim()} dimension(s) {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise InputError(f"expected {self.in_channels} input channels, got {x.shape[1]} "
+                             f"(input shape {tuple(x.shape)})")
+        smallest = self.output_stride
+        if x.shape[-2] < smallest or x.shape[-1] < smallest:
+            raise InputError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: the deepest level has "
+                             f"stride {smallest}, so height and width must be at least {smallest}")
+
+    # -- training-time features ---------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> "Backbone":
+        """Recompute each entry of ``features`` (a stage, or a block) in backward instead of storing it."""
+        self.grad_checkpointing = bool(enable)
+        return self
+
+    def freeze(self, stages: int | None = None,
+               bn: Literal["frozen", "eval", "train"] = "eval") -> "Backbone":
+        """Stop training the stem and the first ``stages`` levels (all when ``None``).
+
+        ``bn`` chooses what the frozen part's BatchNorm does: ``"eval"`` keeps running statistics
+        fixed even in ``model.train()``; ``"frozen"`` swaps in ``FrozenBatchNorm2d`` (changes the
+        state_dict keys: no ``num_batches_tracked``); ``"train"`` keeps updating statistics.
+        """
+        if bn not in ("frozen", "eval", "train"):
+            raise ConfigError(f"bn must be 'frozen', 'eval' or 'train', got {bn!r}", path="bn")
+        count = len(self.all_levels) if stages is None else stages
+        if not 0 <= count <= len(self.all_levels):
+            raise ConfigError(f"stages must be between 0 and {len(self.all_levels)}, got {stages!r}",
+                              path="stages")
+        if count == 0:
+            return self
+        last = self.all_levels[count - 1].index
+        for layer in list(self.features)[: last + 1]:
+            for parameter in layer.parameters():
+                parameter.requires_grad_(False)
+            if bn == "frozen":
+                _freeze_batchnorm(layer)
+            elif bn == "eval":
+                self._frozen_bn_eval.extend(m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for module in self._frozen_bn_eval:
+            module.eval()
+        return self
+
+
+def _normalise_indices(out_indices: Sequence[int] | None, count: int) -> list[int]:
+    if out_indices is None:
+        return list(range(count))
+    if isinstance(out_indices, int) or not all(isinstance(i, int) for i in out_indices):
+        raise ConfigError(f"out_indices must be a list of integers, got {out_indices!r}", path="out_indices")
+    resolved = []
+    for i in out_indices:
+        if not -count <= i < count:
+            raise ConfigError(f"out_indices entry {i} is out of range: this backbone has {count} levels "
+                              f"(valid indices 0..{count - 1}, or negative from the end)", path="out_indices")
+        resolved.append(i % count)
+    if not resolved or len(set(resolved)) != len(resolved):
+        raise ConfigError(f"out_indices must be non-empty and without repeats, got {list(out_indices)}",
+                          path="out_indices")
+    return sorted(resolved)
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d under ``module`` in place with a FrozenBatchNorm2d copy."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)

@@ -1,0 +1,53 @@
+"""The hooks a vertebra plugin implements.  This file is the plugin author's documentation.
+
+A plugin is any module with functions marked ``@vertebra.plugins.hookimpl`` whose names are the
+hooks below.  Make it discoverable with one entry point in your ``pyproject.toml``::
+
+    [project.entry-points.vertebra]
+    myplugin = "my_package.vertebra_plugin"
+
+vertebra loads plugins lazily, on the first registry call, each in isolation: a plugin that fails to
+import or raises in a hook is reported (a warning, or a :class:`~vertebra.errors.PluginError` with
+``VERTEBRA_STRICT_PLUGINS=1``) and every other plugin still loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+PROJECT = "vertebra"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The ``register`` callable handed to the registration hooks."""
+
+    def __call__(self, name: str, factory: Callable[..., Any]) -> None: ...
+
+
+@hookspec
+def vertebra_register_backbones(register: Register) -> None:
+    """Register backbone factories: call ``register(name, factory)`` once per backbone.
+
+    ``factory(**kwargs)`` must return a :class:`vertebra.backbones.Backbone` (or any ``nn.Module``
+    with a ``feature_info`` and a ``forward`` returning ``dict[str, Tensor]`` that matches it).  Its
+    keyword arguments, with defaults, are what users may pass; a factory should accept
+    ``out_indices`` and ``output_stride`` to work under every head.  Names are lower-case
+    identifiers (``[a-z][a-z0-9_]*``); the entry is also reachable as ``yourplugin:name``.
+    Importing heavy modules inside this hook (not at the top of the plugin) keeps
+    ``vertebra list`` fast.
+    """
+
+
+@hookspec
+def vertebra_register_heads(register: Register) -> None:
+    """Register head builders: call ``register(name, builder)`` once per head.
+
+    ``builder(backbone, **kwargs)`` returns the complete model (``nn.Module``) built on the given
+    backbone.  Declare what the head needs from a backbone with
+    :func:`vertebra.heads.requires` so the registry can check (and adapt) a backbone before any
+    weights are allocated; a builder without it accepts every backbone.
+    """
