@@ -27,7 +27,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import ConfigError, InputError
 from ..features import FeatureInfo, FeatureSpec
 
-__all__ = ["Backbone", "BackboneMeta", "StridePlan", "OUTPUT_STRIDES", "make_divisible"]
+__all__ = ["Backbone", "BackboneMeta", "StridePlan", "FeaturesBuilder", "LayerRecord", "OUTPUT_STRIDES",
+           "make_divisible", "check_choice", "check_range"]
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -50,7 +51,7 @@ class StridePlan:
     """
 
     def __init__(self, output_stride: int = 32):
-        if output_stride not in OUTPUT_STRIDES:
+        if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride not in OUTPUT_STRIDES:
             raise ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}",
                               path="output_stride")
         self.output_stride = output_stride
@@ -64,6 +65,73 @@ class StridePlan:
             return 1, self.dilation
         self.stride *= stride
         return stride, self.dilation
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Where one entry of ``features`` sits: its position, the paper's stride, the effective stride, channels."""
+
+    index: int
+    nominal_stride: int
+    stride: int
+    channels: int
+
+
+class FeaturesBuilder:
+    """Collects the entries of ``features`` while a family walks its table, and derives the levels.
+
+    A family calls :meth:`step` with the paper's stride of every strided layer (it returns the
+    ``(stride, dilation)`` the layer must use under ``output_stride``) and :meth:`append` for every
+    entry of ``features``; :meth:`last_of_each_stride` then gives the default levels.
+    """
+
+    def __init__(self, output_stride: int = 32):
+        self.plan = StridePlan(output_stride)
+        self.layers: list[nn.Module] = []
+        self.records: list[LayerRecord] = []
+        self._nominal = 1
+
+    def step(self, stride: int) -> tuple[int, int]:
+        """The ``(stride, dilation)`` for a layer whose paper stride is ``stride``."""
+        self._nominal *= stride
+        return self.plan.step(stride)
+
+    def append(self, layer: nn.Module, channels: int) -> None:
+        self.records.append(LayerRecord(len(self.layers), self._nominal, self.plan.stride, channels))
+        self.layers.append(layer)
+
+    def features(self) -> nn.Sequential:
+        return nn.Sequential(*self.layers)
+
+    def last_of_each_stride(self) -> list[FeatureSpec]:
+        """Levels ``C1``..``C5``: the deepest entry of each nominal stride 2, 4, 8, 16, 32 (the default preset)."""
+        last: dict[int, LayerRecord] = {}
+        for record in self.records:
+            last[record.nominal_stride] = record
+        return [FeatureSpec(f"C{stride.bit_length() - 1}", r.channels, r.stride, r.index)
+                for stride, r in sorted(last.items())]
+
+
+def check_choice(value: Any, allowed: Sequence[Any], *, path: str, hint: str = "") -> None:
+    """Raise :class:`ConfigError` naming the allowed values unless ``value`` is one of them."""
+    if isinstance(value, bool) or value not in allowed:
+        message = f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+        raise ConfigError(message + (f" ({hint})" if hint else ""), path=path)
+
+
+def check_range(value: Any, *, path: str, low: float, high: float | None = None,
+                low_inclusive: bool = True, high_inclusive: bool = False) -> float:
+    """Raise :class:`ConfigError` unless ``value`` is a real number in the stated interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low)
+        if high is not None:
+            ok = ok and (value <= high if high_inclusive else value < high)
+    if not ok:
+        interval = ("[" if low_inclusive else "(") + f"{low}, " + ("inf)" if high is None else
+                                                                 f"{high}" + ("]" if high_inclusive else ")"))
+        raise ConfigError(f"must be a number in {interval}, got {value!r}", path=path)
+    return float(value)
 
 
 @dataclass(frozen=True)
