@@ -1,0 +1,265 @@
+"""Load pretrained weights into a vertebra model: strictly, verifiably, and without surprises.
+
+``load_weights(model, source)`` takes a local ``.pth``/``.pt``/``.safetensors`` file, a named
+checkpoint (``"efficientnet_b0.imagenet"``, see :func:`named_weights`) or an in-memory state dict.
+The order of operations is the point of this module; nothing touches the model until every check
+has passed, so a failed load leaves the model exactly as it was:
+
+1. refuse a model on the ``meta`` device (there is no storage to copy into);
+2. resolve the file (cache / download for named checkpoints) and verify its SHA-256 *before*
+   unpickling anything; read it with ``weights_only=True`` (or safetensors);
+3. unwrap a training checkpoint (``{"state_dict": ...}``, ``{"model": ...}``, a DDP ``module.``
+   prefix) explicitly, and say so in the report;
+4. map checkpoint names to the model's names with the model's :class:`KeyMap`
+   (``model.weights_key_map``), unless the keys already are the model's own;
+5. compare keys and shapes; any missing, unexpected or mis-shaped tensor is a
+   :class:`~vertebra.errors.WeightsError` listing them;
+6. only then ``model.load_state_dict(..., strict=True)``.
+
+A key map never drops weights silently: prefixes it drops are declared on the map and every
+dropped key is listed in :attr:`LoadReport.dropped`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._hub import WeightsEntry, cache_dir, fetch, get_weights_entry, named_weights, verify_sha256
+from ._keys import KeyMap, check_keys
+from .errors import WeightsError
+
+__all__ = ["load_weights", "LoadReport", "KeyMap", "WeightsEntry", "named_weights", "get_weights_entry",
+           "cache_dir", "read_state_dict"]
+
+Source = Union[str, "os.PathLike[str]", WeightsEntry, Mapping[str, Tensor]]
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+# Containers training scripts commonly wrap a state dict in, tried in this order.
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_weights` did.  ``str(report)`` is a one-paragraph summary for logs.
+
+    Attributes:
+        source: what was loaded (entry name, file path, or ``"<state_dict>"``).
+        path: the file read, if any.
+        loaded: number of tensors copied into the model.
+        dropped: checkpoint keys the key map dropped on purpose (e.g. ``classifier.*`` when a
+            backbone is loaded from a classification checkpoint).
+        missing: model keys the checkpoint lacks (only non-empty with ``strict=False``).
+        unexpected: checkpoint keys the model lacks (only non-empty with ``strict=False``).
+        kept: model buffers absent from the checkpoint that were left as they are
+            (``num_batches_tracked`` of BatchNorm layers; older checkpoints predate it).
+        mapped: whether the key map was applied (``False`` when the keys already matched).
+        unwrapped: how the state dict was found inside the file (``"model"``, ``"module."`` ...).
+        sha256: the verified digest of the file, when a hash was checked.
+    """
+
+    source: str
+    path: Path | None
+    loaded: int
+    dropped: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    mapped: bool = False
+    unwrapped: tuple[str, ...] = ()
+    sha256: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"loaded {self.loaded} tensors from {self.source}"]
+        if self.unwrapped:
+            parts.append("unwrapped " + " > ".join(self.unwrapped))
+        if self.mapped:
+            parts.append("names mapped by the model's weights_key_map")
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} on purpose ({_prefix_summary(self.dropped)})")
+        if self.kept:
+            parts.append(f"kept {len(self.kept)} num_batches_tracked buffers absent from the file")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({_prefix_summary(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({_prefix_summary(self.unexpected)})")
+        if self.sha256:
+            parts.append(f"sha256 {self.sha256[:12]}... verified")
+        return "; ".join(parts)
+
+
+def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha256: str | None = None,
+                 key_map: KeyMap | None = None, download: bool = True) -> LoadReport:
+    """Load ``source`` into ``model`` after checking everything; the model is untouched on failure.
+
+    Args:
+        model: the module to load into (a Backbone, a registry-built model, any ``nn.Module``).
+        source: a named checkpoint (``"mobilenet_v3_large.imagenet"``), a :class:`WeightsEntry`, a
+            path to a ``.pth``/``.pt``/``.safetensors`` file, or a state dict.
+        strict: with ``True`` (the default) every model tensor must be in the checkpoint and every
+            checkpoint tensor must be used (after the key map's declared drops).  ``False`` loads
+            the tensors present in both and lists the rest in the report; shapes must still match.
+        sha256: expected SHA-256 (full or prefix) of a local file; checked before reading it.
+            Named checkpoints always carry their own.
+        key_map: overrides ``model.weights_key_map`` (rename rules and declared drops).
+        download: whether a named checkpoint absent from the cache may be downloaded.
+
+    Returns:
+        a :class:`LoadReport`.
+
+    Raises:
+        WeightsError: meta-device model, missing/corrupt/truncated file, wrong hash, unreadable
+            container, or keys/shapes that do not fit (the message lists them).
+        UnknownNameError: ``source`` is neither a file nor a known checkpoint name.
+    """
+    _refuse_meta(model)
+    key_map = key_map if key_map is not None else getattr(model, "weights_key_map", None)
+    if key_map is not None and not isinstance(key_map, KeyMap):
+        raise WeightsError(f"{type(model).__name__}.weights_key_map must be a vertebra.weights.KeyMap "
+                           f"or None, got {type(key_map).__name__}")
+    state, label, path, digest = _read_source(model, source, sha256=sha256, download=download)
+    state, unwrapped = _unwrap(state, label)
+    own = model.state_dict()
+    if key_map is None or (state and set(state) <= set(own)):  # already the model's own names
+        mapped, dropped, used_map = dict(state), (), False
+    else:
+        mapped, dropped = key_map.apply(state)
+        used_map = True
+    result = check_keys(model, own, mapped, strict=strict, source=label, mapped=used_map, dropped=dropped)
+    try:
+        model.load_state_dict(result.state, strict=strict)
+    except RuntimeError as error:  # not expected after check_keys; never let torch's text be the only clue
+        raise WeightsError(f"{label}: load_state_dict refused the checked weights: {error}") from error
+    return LoadReport(source=label, path=path, loaded=len(result.state), dropped=(*dropped, *result.ignored),
+                      missing=result.missing, unexpected=result.unexpected, kept=result.kept,
+                      mapped=used_map, unwrapped=unwrapped, sha256=digest)
+
+
+def read_state_dict(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[str, Any]:
+    """Read a weights file safely (``weights_only=True`` or safetensors), verifying ``sha256`` first.
+
+    Returns the raw object for ``.pth``/``.pt`` (possibly a container), a flat dict for safetensors.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise WeightsError(f"weights file {str(file)!r} does not exist (or is not a file)")
+    if sha256:
+        verify_sha256(file, sha256, what="weights file")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(file), device="cpu")
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # RuntimeError (zip), UnpicklingError, EOFError, SafetensorError ...
+        raise WeightsError(_read_failure(file, error)) from error
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _refuse_meta(model: nn.Module) -> None:
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_meta:
+            raise WeightsError(
+                f"cannot load weights into a model on the meta device ({name!r} has no storage); build "
+                f"the model on a real device first (outside `with torch.device('meta')`), or call "
+                f"model.to_empty(device='cpu') and then load")
+
+
+def _read_source(model: nn.Module, source: Source, *, sha256: str | None,
+                 download: bool) -> tuple[Any, str, Path | None, str | None]:
+    if isinstance(source, Mapping):
+        return source, "<state_dict>", None, None
+    if isinstance(source, WeightsEntry):
+        entry = source
+    elif isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        file = Path(text).expanduser()
+        if file.is_file():
+            digest = verify_sha256(file, sha256, what="weights file") if sha256 else None
+            return read_state_dict(file), str(file), file, digest
+        if os.sep in text or "/" in text or file.suffix in WEIGHT_SUFFIXES:
+            raise WeightsError(f"weights file {str(file)!r} does not exist; check the path, or pass a "
+                               f"named checkpoint (vertebra.weights.named_weights() lists them)")
+        entry = get_weights_entry(text)
+    else:
+        raise WeightsError(f"weights source must be a file path, a checkpoint name, a WeightsEntry or a "
+                           f"state dict, got {type(source).__name__}")
+    _check_entry_fits(model, entry)
+    file, digest = fetch(entry, download=download)
+    return read_state_dict(file), entry.name, file, digest
+
+
+def _check_entry_fits(model: nn.Module, entry: WeightsEntry) -> None:
+    """Refuse an entry for another backbone or head before any download, using ``model.config``."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        return
+    if "head" in config:
+        backbone = config.get("backbone")
+        backbone_name = backbone.get("name") if isinstance(backbone, Mapping) else backbone
+        head = config.get("head")
+    else:
+        backbone_name, head = config.get("name"), None
+    if isinstance(backbone_name, str) and backbone_name != entry.backbone:
+        raise WeightsError(f"weights {entry.name!r} are for backbone {entry.backbone!r}, but this model's "
+                           f"backbone is {backbone_name!r}; pick a checkpoint for {backbone_name!r} "
+                           f"(vertebra.weights.named_weights()) or build the model with {entry.backbone!r}")
+    if isinstance(head, str) and head != entry.head:
+        raise WeightsError(f"weights {entry.name!r} are a {entry.head!r} checkpoint, but this model's head is "
+                           f"{head!r}; to start only the backbone from them, load into the backbone: "
+                           f"load_weights(model.backbone, {entry.name!r})")
+
+
+def _unwrap(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Find the flat ``{name: tensor}`` inside common training-checkpoint containers, explicitly."""
+    steps: list[str] = []
+    for _ in range(3):  # {"state_dict": {"model": ...}} at most
+        if not isinstance(state, Mapping):
+            raise WeightsError(f"{label}: expected a state dict (a mapping of names to tensors), "
+                               f"found {type(state).__name__}")
+        if state and all(isinstance(value, Tensor) for value in state.values()):
+            break
+        inner = next((key for key in _CONTAINER_KEYS if isinstance(state.get(key), Mapping)), None)
+        if inner is None:
+            shown = ", ".join(repr(key) for key in list(state)[:10])
+            non_tensor = [key for key, value in state.items() if not isinstance(value, Tensor)][:5]
+            raise WeightsError(f"{label}: not a state dict and no state dict found under "
+                               f"{', '.join(map(repr, _CONTAINER_KEYS))}; top-level keys: {shown or 'none'}"
+                               + (f" (non-tensor entries: {', '.join(map(repr, non_tensor))})" if state else ""))
+        steps.append(inner)
+        state = state[inner]
+    else:
+        raise WeightsError(f"{label}: state dict nested too deeply ({' > '.join(steps)})")
+    flat = {str(key): value for key, value in state.items()}
+    if flat and all(key.startswith("module.") for key in flat):
+        flat = {key[len("module."):]: value for key, value in flat.items()}
+        steps.append("module.")
+    return flat, tuple(steps)
+
+
+def _read_failure(file: Path, error: BaseException) -> str:
+    text = str(error)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return (f"weights file {str(file)!r} contains pickled objects other than tensors and containers, "
+                f"which are refused for safety (weights_only=True); re-save it as a plain state dict "
+                f"(torch.save(model.state_dict(), path)) or as .safetensors")
+    first = text.strip().split(". ")[0].splitlines()[0] if text.strip() else type(error).__name__
+    return (f"weights file {str(file)!r} ({file.stat().st_size} bytes) is truncated or corrupt "
+            f"({type(error).__name__}: {first}); delete it and download or export it again")
+
+
+def _prefix_summary(keys: Iterable[str], limit: int = 4) -> str:
+    """``"classifier.* (4), aux.* (2)"``: key lists summarised by their first component."""
+    counts: OrderedDict[str, int] = OrderedDict()
+    for key in keys:
+        head = key.split(".", 1)[0]
+        counts[head] = counts.get(head, 0) + 1
+    parts = [f"{head}.* ({count})" for head, count in list(counts.items())[:limit]]
+    return ", ".join(parts) + (", ..." if len(counts) > limit else "")
