@@ -1,0 +1,55 @@
+"""Data: COCO-format data sets, the built-in shapes generator, transforms and collate functions.
+
+The names below load on first use, so ``vertebra data shapes`` (numpy + Pillow only) does not pay
+for importing torchvision.
+
+- :func:`generate_shapes` writes the built-in COCO-format shapes data set.
+- :class:`CocoDetection` (boxes, labels, optional instance masks), :class:`CocoSemantic` (class-index
+  masks from the same COCO files), :class:`MaskFolderSegmentation`, :class:`ImageFolderClassification`.
+- :func:`detection_transforms`, :func:`segmentation_transforms`, :func:`classification_transforms`
+  (torchvision ``transforms.v2``) and :func:`collate_detection`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "generate_shapes": ".shapes",
+    "ShapesPaths": ".shapes",
+    "SHAPE_CATEGORIES": ".shapes",
+    "CocoDetection": ".coco",
+    "CocoSemantic": ".semantic",
+    "COCO_VOC_CATEGORY_IDS": ".semantic",
+    "MaskFolderSegmentation": ".semantic",
+    "ImageFolderClassification": ".classification",
+    "detection_transforms": ".transforms",
+    "segmentation_transforms": ".transforms",
+    "classification_transforms": ".transforms",
+    "collate_detection": ".transforms",
+    "IMAGENET_MEAN": ".transforms",
+    "IMAGENET_STD": ".transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .classification import ImageFolderClassification
+    from .coco import CocoDetection
+    from .semantic import COCO_VOC_CATEGORY_IDS, CocoSemantic, MaskFolderSegmentation
+    from .shapes import SHAPE_CATEGORIES, ShapesPaths, generate_shapes
+    from .transforms import (IMAGENET_MEAN, IMAGENET_STD, classification_transforms, collate_detection,
+                             detection_transforms, segmentation_transforms)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vertebra.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,171 @@
+"""Reading a COCO ``instances_*.json`` and its images, turning every way it can be broken into a
+:class:`~vertebra.errors.DataError` that names the file and the record.
+
+pycocotools trusts its input: a typo'd ``image_id`` surfaces as a ``KeyError`` three calls deep, a
+truncated file as a bare ``JSONDecodeError`` with no file name.  Everything is checked once here,
+before training starts, so a bad data set fails in the first second with a message that says
+which record to fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from ..errors import DataError
+
+PathLike = str | os.PathLike[str]
+
+
+def load_coco(ann_file: PathLike) -> COCO:
+    """Parse and validate ``ann_file``; return an indexed pycocotools ``COCO`` (printing nothing).
+
+    Checked: the file exists and is JSON; ``images`` and ``categories`` are non-empty lists of
+    records with the required fields; ids are unique; every annotation points at an existing
+    image and category and has a 4-number ``bbox``.  Degenerate boxes are *not* refused here:
+    the data sets decide (skip or ``strict``).
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise DataError(f"annotation file {str(path)!r} does not exist; pass the path of an "
+                        f"instances_*.json (e.g. generate one with `vertebra data shapes --out DIR`)")
+    try:
+        dataset = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"annotation file {str(path)!r} is not valid JSON: {error.msg} at line "
+                        f"{error.lineno}, column {error.colno}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"annotation file {str(path)!r} is not UTF-8 text ({error.reason})") from error
+    _validate(dataset, path)
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+        coco.createIndex()
+    return coco
+
+
+def _validate(dataset: Any, path: Path) -> None:
+    where = f"annotation file {str(path)!r}"
+    if not isinstance(dataset, dict):
+        raise DataError(f"{where}: the top level must be a JSON object with 'images', 'annotations' "
+                        f"and 'categories', got {type(dataset).__name__}")
+    for key in ("images", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise DataError(f"{where}: missing or invalid {key!r} list; a COCO instances file needs "
+                            f"'images', 'annotations' and 'categories'")
+    dataset.setdefault("annotations", [])
+    if not isinstance(dataset["annotations"], list):
+        raise DataError(f"{where}: 'annotations' must be a list")
+    if not dataset["images"]:
+        raise DataError(f"{where}: the split is empty (no images); check that the file is the one "
+                        f"you meant and that it was written completely")
+    if not dataset["categories"]:
+        raise DataError(f"{where}: 'categories' is empty; at least one category is needed")
+
+    image_ids = _check_records(dataset["images"], "images", where,
+                               {"id": int, "file_name": str, "width": int, "height": int})
+    for record in dataset["images"]:
+        if record["width"] <= 0 or record["height"] <= 0:
+            raise DataError(f"{where}: image id {record['id']} ({record['file_name']!r}) has size "
+                            f"{record['width']}x{record['height']}; width and height must be positive")
+    category_ids = _check_records(dataset["categories"], "categories", where, {"id": int, "name": str})
+    _check_records(dataset["annotations"], "annotations", where,
+                   {"id": int, "image_id": int, "category_id": int})
+    for ann in dataset["annotations"]:
+        if ann["image_id"] not in image_ids:
+            raise DataError(f"{where}: annotation id {ann['id']} points at image id {ann['image_id']}, "
+                            f"which is not in 'images'; remove the annotation or add the image record")
+        if ann["category_id"] not in category_ids:
+            raise DataError(f"{where}: annotation id {ann['id']} has category_id {ann['category_id']}, "
+                            f"which is not in 'categories' (ids {sorted(category_ids)})")
+        bbox = ann.get("bbox")
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise DataError(f"{where}: annotation id {ann['id']} has bbox {bbox!r}; COCO boxes are "
+                            f"[x, y, width, height] (4 numbers)")
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:  # COCOeval's area ranges need it
+            ann["area"] = float(bbox[2] * bbox[3])
+
+
+def _check_records(records: list, key: str, where: str, fields: dict[str, type]) -> set[int]:
+    """Every record is an object with ``fields`` of the right types; returns the set of unique ids."""
+    ids: set[int] = set()
+    for position, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: {key}[{position}] must be an object, got {type(record).__name__}")
+        for field, kind in fields.items():
+            value = record.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                label = f"{key}[{position}]" + (f" (id {record['id']})" if "id" in record else "")
+                raise DataError(f"{where}: {label} needs {field!r} of type {kind.__name__}, got {value!r}")
+        if record["id"] in ids:
+            raise DataError(f"{where}: duplicate id {record['id']} in {key!r}; ids must be unique")
+        ids.add(record["id"])
+    return ids
+
+
+def check_image_files(coco: COCO, image_dir: PathLike, ann_file: PathLike) -> Path:
+    """Every image record's file exists under ``image_dir``; returns ``image_dir`` as a Path."""
+    directory = Path(image_dir)
+    if not directory.is_dir():
+        raise DataError(f"image folder {str(directory)!r} does not exist (annotations: {str(ann_file)!r})")
+    for image_id in sorted(coco.imgs):
+        record = coco.imgs[image_id]
+        if not (directory / record["file_name"]).is_file():
+            raise DataError(f"image id {image_id} of {str(ann_file)!r} names file {record['file_name']!r}, "
+                            f"which is missing from {str(directory)!r}")
+    return directory
+
+
+def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
+    """Decode an RGB image as a uint8 ``tv_tensors.Image``; it must match the size in its record."""
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+    except Exception as error:  # torchvision raises RuntimeError for undecodable bytes
+        raise DataError(f"image file {str(path)!r} (image id {record['id']} of {str(ann_file)!r}) "
+                        f"cannot be decoded: {str(error).strip() or type(error).__name__}; "
+                        f"replace or remove the file") from error
+    height, width = image.shape[-2:]
+    if (height, width) != (record["height"], record["width"]):
+        raise DataError(f"image file {str(path)!r} is {width}x{height} but image id {record['id']} of "
+                        f"{str(ann_file)!r} says {record['width']}x{record['height']}; fix the record")
+    return tv_tensors.Image(image)
+
+
+def clipped_box(bbox: list[float], width: int, height: int) -> list[float] | None:
+    """COCO ``[x, y, w, h]`` -> XYXY clipped to the image, or ``None`` if nothing of it is left."""
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        return None
+    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1, y1]
+
+
+def polygon_problem(segmentation: Any) -> str | None:
+    """Why a segmentation cannot be rasterised, or ``None`` when it can."""
+    if isinstance(segmentation, dict):  # RLE, compressed or not
+        return None if "counts" in segmentation and "size" in segmentation else "RLE without counts/size"
+    if not isinstance(segmentation, list) or not segmentation:
+        return "no segmentation"
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            return "a polygon with fewer than 3 points"
+    return None
+
+
+def empty_boxes(height: int, width: int) -> tv_tensors.BoundingBoxes:
+    return tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(height, width))
