@@ -102,19 +102,24 @@ def load_checkpoint(path: PathLike, *, map_location: Any = "cpu",
         raise CheckpointError(_describe_load_failure(source, error)) from error
 
 
-def _describe_load_failure(path: Path, error: BaseException) -> str:
-    """Say what is wrong with the file and what to do, keeping torch's reason for the curious."""
+def _describe_load_failure(path: Path, error: BaseException, *, what: str = "checkpoint",
+                           remedy: str = "delete it and use an earlier checkpoint or retrain",
+                           allow: str = "load_checkpoint(..., safe_globals=[...])") -> str:
+    """Say what is wrong with the file and what to do, keeping torch's reason for the curious.
+
+    Shared with :mod:`vertebra.weights`, which reads weights files the same way.
+    """
     text = str(error)
     blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if blocked or "Weights only load failed" in text:
-        what = f"a reference to {blocked.group(1)}" if blocked else "objects other than tensors and containers"
-        return (f"checkpoint {str(path)!r} holds {what}, which is not unpickled under weights_only=True; "
-                f"save only tensors and plain containers, or, if you trust the file, pass the class as "
-                f"load_checkpoint(..., safe_globals=[...])")
-    reason = _first_sentence(text) or type(error).__name__
+    if blocked:
+        return (f"{what} {str(path)!r} holds a reference to {blocked.group(1)}, which is not unpickled under "
+                f"weights_only=True; save only tensors and plain containers, or, if you trust the file, "
+                f"allow the class with {allow}")
+    unpickler = re.search(r"WeightsUnpickler error: \s*([^\n]+)", text)
+    reason = unpickler.group(1).strip() if unpickler else (_first_sentence(text) or type(error).__name__)
     size = path.stat().st_size if path.exists() else 0
-    return (f"checkpoint {str(path)!r} ({size} bytes) is truncated or corrupt and cannot be read "
-            f"({type(error).__name__}: {reason}); delete it and use an earlier checkpoint or retrain")
+    return (f"{what} {str(path)!r} ({size} bytes) is truncated or corrupt, or not a PyTorch file "
+            f"({type(error).__name__}: {reason}); {remedy}")
 
 
 def _first_sentence(text: str) -> str:

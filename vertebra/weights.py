@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ._hub import WeightsEntry, cache_dir, fetch, get_weights_entry, named_weights, verify_sha256
+from ._io import _describe_load_failure
 from ._keys import KeyMap, check_keys
 from .errors import WeightsError
 
@@ -245,14 +246,9 @@ def _unwrap(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
 
 
 def _read_failure(file: Path, error: BaseException) -> str:
-    text = str(error)
-    if "Weights only load failed" in text or "Unsupported global" in text:
-        return (f"weights file {str(file)!r} contains pickled objects other than tensors and containers, "
-                f"which are refused for safety (weights_only=True); re-save it as a plain state dict "
-                f"(torch.save(model.state_dict(), path)) or as .safetensors")
-    first = text.strip().split(". ")[0].splitlines()[0] if text.strip() else type(error).__name__
-    return (f"weights file {str(file)!r} ({file.stat().st_size} bytes) is truncated or corrupt "
-            f"({type(error).__name__}: {first}); delete it and download or export it again")
+    return _describe_load_failure(file, error, what="weights file",
+                                  remedy="delete it and download or export it again",
+                                  allow="torch.serialization.add_safe_globals([...])")
 
 
 def _prefix_summary(keys: Iterable[str], limit: int = 4) -> str:
