@@ -23,6 +23,7 @@ _EXPORTS = {
     "CocoSemantic": ".semantic",
     "COCO_VOC_CATEGORY_IDS": ".semantic",
     "MaskFolderSegmentation": ".semantic",
+    "IGNORE_INDEX": ".semantic",
     "ImageFolderClassification": ".classification",
     "detection_transforms": ".transforms",
     "segmentation_transforms": ".transforms",
@@ -36,7 +37,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from .classification import ImageFolderClassification
     from .coco import CocoDetection
-    from .semantic import COCO_VOC_CATEGORY_IDS, CocoSemantic, MaskFolderSegmentation
+    from .semantic import COCO_VOC_CATEGORY_IDS, IGNORE_INDEX, CocoSemantic, MaskFolderSegmentation
     from .shapes import SHAPE_CATEGORIES, ShapesPaths, generate_shapes
     from .transforms import (IMAGENET_MEAN, IMAGENET_STD, classification_transforms, collate_detection,
                              detection_transforms, segmentation_transforms)

@@ -128,19 +128,24 @@ def check_image_files(coco: COCO, image_dir: PathLike, ann_file: PathLike) -> Pa
     return directory
 
 
-def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
-    """Decode an RGB image as a uint8 ``tv_tensors.Image``; it must match the size in its record."""
+def decode_rgb(path: Path, context: str) -> tv_tensors.Image:
+    """Decode any image file as a uint8 RGB ``tv_tensors.Image``; ``context`` says which record it is."""
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as error:  # torchvision raises RuntimeError for undecodable bytes
-        raise DataError(f"image file {str(path)!r} (image id {record['id']} of {str(ann_file)!r}) "
-                        f"cannot be decoded: {str(error).strip() or type(error).__name__}; "
-                        f"replace or remove the file") from error
+        raise DataError(f"image file {str(path)!r} ({context}) cannot be decoded: "
+                        f"{str(error).strip() or type(error).__name__}; replace or remove the file") from error
+    return tv_tensors.Image(image)
+
+
+def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
+    """Decode a COCO image record's file; it must have the size its record says."""
+    image = decode_rgb(path, f"image id {record['id']} of {str(ann_file)!r}")
     height, width = image.shape[-2:]
     if (height, width) != (record["height"], record["width"]):
         raise DataError(f"image file {str(path)!r} is {width}x{height} but image id {record['id']} of "
                         f"{str(ann_file)!r} says {record['width']}x{record['height']}; fix the record")
-    return tv_tensors.Image(image)
+    return image
 
 
 def clipped_box(bbox: list[float], width: int, height: int) -> list[float] | None:
