@@ -24,7 +24,7 @@ from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticD
 
 from ._base import make_divisible
 
-__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "NormLayer"]
+__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "NormLayer", "init_weights"]
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -128,3 +128,15 @@ class FusedMBConv(_ResidualBlock):
                                            dilation=dilation, norm_layer=norm_layer,
                                            activation_layer=nn.SiLU)]
         self.block = nn.Sequential(*layers)
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's initialisation: He-normal (fan-out) convolutions, unit BatchNorm, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

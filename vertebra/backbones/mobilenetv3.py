@@ -27,7 +27,7 @@ from torchvision.ops import Conv2dNormActivation
 from ..errors import ConfigError
 from ..features import FeatureSpec
 from ._base import Backbone, BackboneMeta, FeaturesBuilder, check_choice, check_range, make_divisible
-from ._blocks import InvertedResidual
+from ._blocks import InvertedResidual, init_weights
 
 __all__ = ["mobilenet_v3_large", "mobilenet_v3_small"]
 
@@ -134,7 +134,9 @@ def _mobilenet_v3(arch: str, table, *, out_indices: Sequence[int] | None, output
     paper = _PAPER[arch] if width_mult == 1.0 and not reduced_tail else {}
     meta = BackboneMeta(family="mobilenet_v3", default_size=224, classifier_dropout=0.2,
                         classifier_hidden=width(hidden), torchvision_name=arch, paper=dict(paper))
-    return Backbone(builder.features(), levels, out_indices=out_indices, meta=meta)
+    features = builder.features()
+    init_weights(features)
+    return Backbone(features, levels, out_indices=out_indices, meta=meta)
 
 
 def _torchvision_levels(builder: FeaturesBuilder) -> list[FeatureSpec]:
