@@ -184,6 +184,17 @@ class Backbone(nn.Module):
     def output_stride(self) -> int:
         return max(spec.stride for spec in self.all_levels)
 
+    @property
+    def weights_key_map(self):
+        """How a torchvision classification checkpoint loads into this backbone.
+
+        ``features.*`` names are torchvision's, so they load unchanged; ``classifier.*`` is dropped
+        explicitly (and reported by :func:`vertebra.weights.load_weights`), never silently.
+        """
+        from ..weights import KeyMap
+
+        return KeyMap.torchvision_classification()
+
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         self._check_input(x)
         out: OrderedDict[str, Tensor] = OrderedDict()
