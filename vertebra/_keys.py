@@ -122,6 +122,7 @@ def check_keys(model: nn.Module, own: Mapping[str, Tensor], state: Mapping[str, 
     """
     modules = dict(model.named_modules())
     state = dict(state)
+    common = sum(1 for key in own if key in state)
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     kept = tuple(key for key in missing if isinstance(_owner(modules, key), _BatchNorm)
@@ -136,7 +137,6 @@ def check_keys(model: nn.Module, own: Mapping[str, Tensor], state: Mapping[str, 
     unexpected = [key for key in unexpected if key not in ignored]
     mismatched = [(key, tuple(state[key].shape), tuple(own[key].shape)) for key in own
                   if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    common = len(own) - len(missing)
     if mismatched or (strict and (missing or unexpected)) or (not strict and common == 0 and own):
         raise WeightsError(_mismatch_message(model, source, missing, unexpected, mismatched,
                                              mapped=mapped, strict=strict, dropped=dropped))
