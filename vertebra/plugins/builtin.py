@@ -2,12 +2,19 @@
 
 Family modules are imported inside the hooks, not at import time, so nothing is registered or
 imported by ``import vertebra``.  Each family module lists its factories in ``__all__``.
+
+A family module that does not exist at all (a partial checkout, a package built without it) is
+skipped with a :class:`~vertebra.plugins.PluginWarning` so the other families stay usable (with
+``VERTEBRA_STRICT_PLUGINS=1`` it fails the built-in plugin instead); any
+other error inside a family module fails the whole built-in plugin like any plugin's error would.
 """
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 
+from ._loader import PluginWarning, Settings
 from .hookspecs import hookimpl
 
 BACKBONE_MODULES = (
@@ -25,7 +32,14 @@ HEAD_MODULES = (
 
 def _register_all(register, module_names) -> None:
     for module_name in module_names:
-        module = import_module(module_name)
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name or Settings.from_env().strict:
+                raise
+            warnings.warn(f"built-in family module {module_name} is missing; its entries are not "
+                          f"registered (the rest of vertebra works)", PluginWarning, stacklevel=2)
+            continue
         for name in module.__all__:
             register(name, getattr(module, name))
 

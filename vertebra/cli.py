@@ -1,0 +1,158 @@
+"""The ``vertebra`` command line: a table of subcommands, each a module imported only when it runs.
+
+A subcommand is a module (or a ``module:attribute`` object) exposing::
+
+    def configure(parser: argparse.ArgumentParser) -> None: ...   # add its arguments
+    def run(args: argparse.Namespace) -> int: ...                  # do the work, return the exit code
+
+Adding one is a row in :data:`COMMANDS`; ``vertebra --help`` lists every row without importing any of
+them, which keeps it instant.  A :class:`~vertebra.errors.VertebraError` becomes one ``error: ...``
+line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from importlib import import_module
+from typing import Any, NamedTuple, Sequence
+
+__all__ = ["COMMANDS", "Command", "main", "format_table"]
+
+
+class Command(NamedTuple):
+    """Where a subcommand lives and its one-line help (shown by ``vertebra --help``)."""
+
+    target: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "list": Command("vertebra.registry._cli:list_command", "list registered backbones and heads"),
+    "info": Command("vertebra.registry._cli:info_command",
+                    "describe a backbone or head: arguments, feature levels, parameters, source"),
+    "plugins": Command("vertebra.registry._cli:plugins_command",
+                       "show every plugin: distribution, version, status (loaded/failed/disabled)"),
+    "data": Command("vertebra.data._cli", "data set tools ('vertebra data shapes' writes the built-in set)"),
+    "train": Command("vertebra.engine._cli_train", "train a model from a YAML config"),
+    "eval": Command("vertebra.engine._cli_eval", "evaluate a checkpoint on a config's validation data"),
+    "quickstart": Command("vertebra.engine._quickstart",
+                          "generate data, then train and evaluate a small detector and segmenter"),
+    "bench": Command("vertebra._bench_cli", "run the benchmarks and compare them with a baseline"),
+}
+
+EXIT_ERROR = 2
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="vertebra", description="Any vision backbone under any head: registry, training, benchmarks.",
+        epilog="Run 'vertebra COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"vertebra {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {name: sub.add_parser(name, help=command.help, description=command.help)
+               for name, command in COMMANDS.items()}
+    return parser, parsers
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: the first token that is not an option of ``vertebra`` itself."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token
+    return None
+
+
+def _load(name: str) -> Any:
+    """The module (or object) behind a subcommand; a clear VertebraError when it is not installed."""
+    from .errors import VertebraError
+
+    module_name, _, attribute = COMMANDS[name].target.partition(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise VertebraError(f"the {name!r} command is not available in this installation "
+                                f"(module {module_name} is missing)") from exc
+        raise
+    handler = getattr(module, attribute) if attribute else module
+    for hook in ("configure", "run"):
+        if not callable(getattr(handler, hook, None)):
+            raise VertebraError(f"the {name!r} command ({COMMANDS[name].target}) has no {hook}() function")
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vertebra`` script and of ``python -m vertebra``; returns the exit status."""
+    from .errors import VertebraError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, parsers = _parser()
+    name = _chosen(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            handler = None
+            if name in COMMANDS:
+                handler = _load(name)
+                handler.configure(parsers[name])
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+                return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
+            return int(handler.run(args) or 0)
+        except VertebraError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `vertebra list | head`: stop quietly, like other Unix tools
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """vertebra's own warnings as one ``warning: ...`` line; others in Python's usual format."""
+    from .plugins import PluginWarning
+
+    stream = sys.stderr if file is None else file
+    if issubclass(category, PluginWarning):
+        print(f"warning: {message}", file=stream)
+    else:
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str] | None = None,
+                 align: str | None = None) -> str:
+    """Rows as aligned text columns (two spaces apart); ``align`` is one 'l'/'r' per column.
+
+    Shared by every subcommand so the CLI reads the same everywhere.
+    """
+    table = [[str(cell) for cell in row] for row in ([headers] if headers else []) + [list(r) for r in rows]]
+    if not table:
+        return ""
+    columns = max(len(row) for row in table)
+    for row in table:
+        row.extend([""] * (columns - len(row)))
+    widths = [max(len(row[i]) for row in table) for i in range(columns)]
+    align = (align or "l" * columns).ljust(columns, "l")
+    lines = []
+    for number, row in enumerate(table):
+        cells = [cell.rjust(w) if a == "r" else cell.ljust(w) for cell, w, a in zip(row, widths, align)]
+        lines.append("  ".join(cells).rstrip())
+        if headers and number == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Building backbones and models by name or config, checking the feature contract before any weights exist.
+
+The head flow: the head's :class:`~vertebra.heads.Requirements` (for the user's head options) are
+merged into the backbone's keyword arguments; the backbone is built on the ``meta`` device (shapes
+only, no memory) and its ``feature_info`` checked against the requirements; only then are the real
+backbone and the head built.  Every result carries ``.config`` that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, IncompatibleError, PluginError, VertebraError, WeightsError
+from ._catalog import Entry, catalog
+from ._kwargs import call_factory, join_path, signature_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..heads._base import Requirements
+
+__all__ = ["build", "build_backbone", "build_from_config", "compatible", "load_config", "meta_backbone"]
+
+
+# -- public API -------------------------------------------------------------------------------------
+def build_backbone(name: str, weights: str | os.PathLike | None = None, **kwargs: Any):
+    """Build the backbone registered as ``name`` (bare or ``plugin:name``) with ``kwargs``.
+
+    ``weights``: a checkpoint path or named entry, loaded by :func:`vertebra.weights.load_weights`.
+    The result's ``.config`` is ``{"name": name, **kwargs}``.
+    """
+    return _build_backbone(name, kwargs, weights=weights, path=None)
+
+
+def build(head: str, backbone: str | Mapping[str, Any] | None = None,
+          weights: str | os.PathLike | None = None, **kwargs: Any):
+    """Build the model ``head`` on ``backbone``: a name, ``plugin:name``, or ``{"name": ..., **kwargs}``.
+
+    ``kwargs`` are the head's options.  The backbone is adapted to what the head requires (e.g.
+    ``output_stride=16`` for LR-ASPP) and checked on the ``meta`` device first, so an incompatible
+    pair fails with :class:`~vertebra.errors.IncompatibleError` before any weights are allocated.
+    """
+    return _build_model(head, backbone, kwargs, weights=weights, path=None)
+
+
+def build_from_config(config: Mapping[str, Any] | str | os.PathLike, *, path: str | None = None):
+    """Build from plain data: ``{"head": ..., "backbone": {...}, **head options}`` or ``{"name": ..., **backbone options}``.
+
+    ``config`` may also be a path to a ``.yaml``/``.yml``/``.json`` file.  An optional ``"weights"``
+    key is loaded after building.  ``path`` prefixes error locations when the config is nested in a
+    bigger one (``path="model"`` reports ``model.backbone.output_stride``).
+    ``build_from_config(model.config)`` rebuilds the same architecture.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a mapping, got {type(config).__name__}", path=path)
+    config = dict(config)
+    weights = config.pop("weights", None)
+    if "head" in config:
+        head = config.pop("head")
+        backbone = config.pop("backbone", None)
+        return _build_model(head, backbone, config, weights=weights, path=path)
+    if "name" in config:
+        return _build_backbone(config.pop("name"), config, weights=weights, path=path)
+    raise ConfigError("a config needs 'head' (a model: {'head': 'lraspp', 'backbone': 'efficientnet_b0', ...}) "
+                      f"or 'name' (a backbone: {{'name': 'efficientnet_b0', ...}}); got keys {sorted(config)}",
+                      path=path)
+
+
+def load_config(file: str | os.PathLike) -> Any:
+    """Read a YAML (``yaml.safe_load``) or JSON config file; errors name the file."""
+    file = Path(file)
+    if file.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {str(file)!r} must end in .yaml, .yml or .json")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(file)!r}: {exc}") from exc
+    try:
+        if file.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ConfigError(f"config file {str(file)!r} is not valid JSON: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError; its message carries the line
+        if type(exc).__module__.startswith("yaml"):
+            raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+        raise
+
+
+def compatible(head: str, **head_kwargs: Any) -> list[str]:
+    """The backbones (as :func:`list_backbones` names them) whose feature contract fits ``head``.
+
+    Each pair is checked on the ``meta`` device, exactly like :func:`build` would, and cached.
+    """
+    cat = catalog()
+    head_entry = cat.lookup("head", head)
+    signature_of(head_entry.factory, skip_first=True).check(head_kwargs, where=f"head {head!r}", path=None)
+    options = repr(sorted(head_kwargs.items()))
+    fits = []
+    for entry in cat.entries("backbone"):
+        key = ("compatible", head_entry.qualified_name, entry.qualified_name, options)
+        if key not in cat.cache:
+            cat.cache[key] = _incompatibility(head_entry, entry, head_kwargs)
+        if cat.cache[key] is None:
+            fits.append(cat.display_name(entry))
+    return sorted(fits)
+
+
+def meta_backbone(entry: Entry, kwargs: Mapping[str, Any] | None = None, *, path: str | None = None):
+    """Build ``entry`` on the ``meta`` device: every shape, no memory, no initialisation cost."""
+    return _make_backbone(entry, dict(kwargs or {}), path=path, meta=True)
+
+
+# -- internals --------------------------------------------------------------------------------------
+def _build_backbone(name: Any, kwargs: Mapping[str, Any], *, weights: Any, path: str | None):
+    entry = catalog().lookup("backbone", name)
+    module = _make_backbone(entry, dict(kwargs), path=path, meta=False)
+    _set_config(module, {"name": name, **copy.deepcopy(dict(kwargs))})
+    if weights is not None:
+        _load_weights(module, weights)
+    return module
+
+
+def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weights: Any, path: str | None):
+    if not isinstance(head, str):
+        raise ConfigError(f"the head must be a name like 'lraspp', got {head!r}", path=join_path(path, "head"))
+    cat = catalog()
+    head_entry = cat.lookup("head", head)
+    head_signature = signature_of(head_entry.factory, skip_first=True)
+    head_signature.check(head_kwargs, where=f"head {head!r}", path=path)
+    backbone_path = join_path(path, "backbone")
+    backbone_name, backbone_kwargs = _backbone_spec(backbone, head, backbone_path)
+    backbone_entry = cat.lookup("backbone", backbone_name)
+    signature_of(backbone_entry.factory).check(backbone_kwargs, where=f"backbone {backbone_name!r}",
+                                               path=backbone_path)
+    requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs)
+    injected = {k for k in requirements.backbone_kwargs if k not in backbone_kwargs}
+    probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
+                           head=head_entry)
+    problem = _feature_problem(head_entry, backbone_entry, requirements, probe, backbone_kwargs)
+    if problem:
+        raise IncompatibleError(problem)
+    module = _make_backbone(backbone_entry, merged, path=backbone_path, meta=False, injected=injected,
+                            head=head_entry)
+    _set_config(module, {"name": backbone_name, **copy.deepcopy(backbone_kwargs)})
+    model = call_factory(head_entry.factory, (module,), head_kwargs, where=f"head {head!r}", path=path,
+                         signature=head_signature)
+    _check_module(model, head_entry, "head builder")
+    _set_config(model, {"head": head, "backbone": copy.deepcopy(module.config), **copy.deepcopy(head_kwargs)})
+    if weights is not None:
+        _load_weights(model, weights)
+    return model
+
+
+def _backbone_spec(backbone: Any, head: str, path: str | None) -> tuple[str, dict[str, Any]]:
+    if isinstance(backbone, str):
+        return backbone, {}
+    if isinstance(backbone, Mapping):
+        spec = dict(backbone)
+        name = spec.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"a backbone config needs a 'name' string, e.g. {{'name': 'efficientnet_b0', "
+                              f"'output_stride': 16}}; got {dict(backbone)!r}", path=join_path(path, "name"))
+        return name, spec
+    if backbone is None:
+        raise ConfigError(f"head {head!r} needs a backbone: pass backbone='efficientnet_b0' (a name, "
+                          f"'plugin:name', or {{'name': ..., **options}}); see registry.compatible({head!r})",
+                          path=path)
+    raise ConfigError(f"backbone must be a name or a {{'name': ..., **options}} mapping, got "
+                      f"{type(backbone).__name__}", path=path)
+
+
+def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
+          backbone_kwargs: Mapping[str, Any]) -> tuple[Requirements, dict[str, Any]]:
+    """The head's requirements and the backbone kwargs merged with them (conflicts refused)."""
+    from ..heads._base import requirements_of
+
+    requirements = requirements_of(head.factory, **head_kwargs)
+    merged = dict(backbone_kwargs)
+    accepted = signature_of(backbone.factory)
+    for key, value in requirements.backbone_kwargs.items():
+        if key in backbone_kwargs and backbone_kwargs[key] != value:
+            raise IncompatibleError(
+                f"head {head.name!r} on backbone {backbone.name!r}: the head needs the backbone built with "
+                f"{key}={value!r} (for these head options), but backbone.{key}={backbone_kwargs[key]!r} was "
+                f"given; remove backbone.{key} (the head sets it) or change the head's options")
+        if not accepted.var_keyword and key not in accepted.params:
+            raise IncompatibleError(
+                f"head {head.name!r} on backbone {backbone.name!r}: the head needs the backbone built with "
+                f"{key}={value!r}, but backbone {backbone.name!r} has no {key!r} argument; choose a "
+                f"backbone that has (registry.compatible({head.name!r}) lists them)")
+        merged[key] = value
+    return requirements, merged
+
+
+def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, meta: bool,
+                   injected: set[str] = frozenset(), head: Entry | None = None):
+    import torch
+
+    signature = signature_of(entry.factory)
+    signature.check(kwargs, where=f"backbone {entry.name!r}", path=path)
+    try:
+        if meta:
+            with torch.device("meta"):
+                module = call_factory(entry.factory, (), kwargs, where=f"backbone {entry.name!r}", path=path,
+                                      signature=signature)
+        else:
+            module = call_factory(entry.factory, (), kwargs, where=f"backbone {entry.name!r}", path=path,
+                                  signature=signature)
+    except ConfigError as exc:
+        key = (exc.path or "").rsplit(".", 1)[-1]
+        if head is not None and key in injected:
+            raise IncompatibleError(
+                f"head {head.name!r} on backbone {entry.name!r}: the head needs the backbone built with "
+                f"{key}={kwargs[key]!r}, which the backbone refuses ({exc}); choose another backbone "
+                f"(registry.compatible({head.name!r})) or other head options") from exc
+        raise
+    _check_module(module, entry, "backbone factory")
+    return module
+
+
+def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, module: Any,
+                     backbone_kwargs: Mapping[str, Any]) -> str | None:
+    """Why ``module``'s feature levels cannot serve ``head``, with the fix; ``None`` when they can."""
+    pair = f"head {head.name!r} on backbone {backbone.name!r}"
+    info = getattr(module, "feature_info", None)
+    if info is None:
+        return (f"{pair}: the backbone has no feature_info, so no head can know its levels; a backbone "
+                f"must follow the feature contract (vertebra.features.FeatureInfo)")
+    all_levels = getattr(module, "all_levels", info)
+    returned = ", ".join(f"{s.name} (stride {s.stride})" for s in info)
+    offered = ", ".join(f"{i}: {s.name} (stride {s.stride})" for i, s in enumerate(all_levels))
+    missing = [s for s in requirements.strides if s not in {spec.stride for spec in info}]
+    if missing:
+        rule = f"needs level(s) with stride {', '.join(map(str, missing))}"
+        if all(s in {spec.stride for spec in all_levels} for s in missing):
+            fix = f"include them in backbone.out_indices (levels: {offered}) or leave out_indices unset"
+        else:
+            fix = (f"this backbone has no such level; choose another backbone "
+                   f"(registry.compatible({head.name!r}) lists those that fit)")
+        return f"{pair}: the head {rule}, but the backbone returns {returned}; {fix}"
+    if len(info) < requirements.min_levels:
+        rule = f"needs at least {requirements.min_levels} feature levels"
+        if len(all_levels) >= requirements.min_levels:
+            fix = (f"pass backbone.out_indices with at least {requirements.min_levels} of the levels "
+                   f"({offered}) or leave it unset")
+        else:
+            fix = f"choose a backbone with more levels (registry.compatible({head.name!r}))"
+        return f"{pair}: the head {rule}, but the backbone returns {len(info)}: {returned}; {fix}"
+    return None
+
+
+def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any]) -> str | None:
+    try:
+        requirements, merged = _plan(head, backbone, head_kwargs, {})
+        probe = _make_backbone(backbone, merged, path="backbone", meta=True,
+                               injected=set(requirements.backbone_kwargs), head=head)
+    except VertebraError as exc:
+        return str(exc)
+    return _feature_problem(head, backbone, requirements, probe, {})
+
+
+def _check_module(module: Any, entry: Entry, what: str) -> None:
+    from torch import nn
+
+    if not isinstance(module, nn.Module):
+        raise PluginError(f"{what} {entry.qualified_name!r} from {entry.source} returned a "
+                          f"{type(module).__name__}, not a torch.nn.Module")
+
+
+def _set_config(module: Any, config: dict[str, Any]) -> None:
+    try:
+        module.config = config
+    except AttributeError as exc:
+        raise PluginError(f"cannot set .config on {type(module).__name__}: {exc}; a registered module must "
+                          f"leave the 'config' attribute free for vertebra") from exc
+
+
+def _load_weights(model: Any, weights: Any) -> None:
+    try:
+        from ..weights import load_weights
+    except ModuleNotFoundError as exc:
+        if exc.name != "vertebra.weights":
+            raise
+        raise WeightsError("weights= needs vertebra.weights, which this installation lacks") from exc
+    load_weights(model, weights)

@@ -1,0 +1,188 @@
+"""The name table: which plugin registered which backbone and head, loaded once, lazily.
+
+Nothing here imports torch.  The first lookup runs plugin discovery (:mod:`vertebra.plugins._loader`);
+every later call reuses the result until :func:`reset`.  Two plugins may register the same name:
+both entries are kept, the bare name then refuses to guess (naming both sources), and the qualified
+name ``plugin:name`` always works.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError, PluginError, UnknownNameError
+from ..plugins._loader import KINDS, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover
+
+__all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered backbone factory or head builder and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any] = field(repr=False)
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        """``plugin:name``: unambiguous even when two plugins register the same name."""
+        return f"{self.plugin}:{self.name}"
+
+    @property
+    def source(self) -> str:
+        dist = f"{self.distribution} {self.version or ''}".strip() if self.distribution else "no distribution"
+        return f"plugin {self.plugin!r} ({dist})"
+
+
+class Catalog:
+    """Every loaded entry, by kind and bare name, plus the status of every plugin."""
+
+    def __init__(self, loader: PluginLoader):
+        self.loader = loader
+        self.plugins: list[PluginInfo] = []
+        self._entries: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
+        self.cache: dict[Any, Any] = {}  # describe()/compatible() results; dropped on every change
+
+    # -- loading --------------------------------------------------------------------------------
+    def add(self, candidate: Candidate, *, explicit: bool = False) -> PluginInfo:
+        info, registrations = self.loader.load(candidate, explicit=explicit,
+                                               taken=[p.name for p in self.plugins])
+        conflicts = [f"{r.kind} {r.name!r} (also from {', '.join(e.source for e in self._entries[r.kind][r.name])})"
+                     for r in registrations if r.name in self._entries[r.kind]]
+        if conflicts:
+            try:
+                self.loader.report_conflicts(info.name, conflicts)
+            except PluginError:
+                self.loader.forget(info.name)
+                raise
+        self.plugins.append(info)
+        for registration in registrations:
+            self._add_entry(registration, info)
+        self.cache.clear()
+        return info
+
+    def _add_entry(self, registration: Registration, info: PluginInfo) -> None:
+        entry = Entry(registration.kind, registration.name, registration.factory, info.name,
+                      info.distribution, info.version)
+        self._entries[entry.kind].setdefault(entry.name, []).append(entry)
+
+    def remove_plugin(self, name: str) -> None:
+        if not any(p.name == name for p in self.plugins):
+            raise UnknownNameError("plugin", name, [p.name for p in self.plugins])
+        self.plugins = [p for p in self.plugins if p.name != name]
+        for table in self._entries.values():
+            for bare in list(table):
+                table[bare] = [e for e in table[bare] if e.plugin != name]
+                if not table[bare]:
+                    del table[bare]
+        self.loader.forget(name)
+        self.cache.clear()
+
+    # -- queries --------------------------------------------------------------------------------
+    def entries(self, kind: str) -> list[Entry]:
+        return sorted((e for group in self._entries[kind].values() for e in group),
+                      key=lambda e: (e.name, e.plugin))
+
+    def display_name(self, entry: Entry) -> str:
+        """The bare name, or the qualified one when the bare name is ambiguous."""
+        return entry.qualified_name if len(self._entries[entry.kind][entry.name]) > 1 else entry.name
+
+    def names(self, kind: str, pattern: str | None = None) -> list[str]:
+        result = []
+        for entry in self.entries(kind):
+            if pattern is None or fnmatch.fnmatchcase(entry.name, pattern) or \
+                    fnmatch.fnmatchcase(entry.qualified_name, pattern):
+                result.append(self.display_name(entry))
+        return sorted(result)
+
+    def kinds_of(self, name: str) -> list[str]:
+        bare = name.split(":", 1)[-1]
+        return [kind for kind in KINDS if bare in self._entries[kind]]
+
+    def lookup(self, kind: str, name: Any) -> Entry:
+        """The entry for ``name`` (bare or ``plugin:name``); errors suggest and explain."""
+        if kind not in self._entries:
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", path="kind")
+        if not isinstance(name, str):
+            raise UnknownNameError(kind, repr(name), self.names(kind))
+        table = self._entries[kind]
+        if ":" in name:
+            plugin, bare = name.split(":", 1)
+            for entry in table.get(bare, ()):
+                if entry.plugin == plugin:
+                    return entry
+            if not any(p.name == plugin for p in self.plugins):
+                raise self.unknown("plugin", plugin, [p.name for p in self.plugins])
+            raise self.unknown(kind, name, [e.qualified_name for e in self.entries(kind)])
+        found = table.get(name, [])
+        if len(found) == 1:
+            return found[0]
+        if found:
+            sources = " and ".join(e.source for e in found)
+            choices = " or ".join(repr(e.qualified_name) for e in found)
+            raise PluginError(f"{kind} {name!r} is registered by more than one plugin: {sources}; "
+                              f"use the qualified name {choices}")
+        raise self.unknown(kind, name, self.names(kind))
+
+    def unknown(self, kind: str, name: str, candidates: list[str]) -> UnknownNameError:
+        error = UnknownNameError(kind, name, candidates)
+        hints = []
+        other = [k for k in self.kinds_of(name) if k != kind]
+        if other:
+            hints.append(f"{name!r} is a {other[0]}, not a {kind}")
+        failed = [p.name for p in self.plugins if p.status == "failed"]
+        if failed:
+            hints.append(f"plugin(s) {', '.join(failed)} failed to load (see `vertebra plugins`)")
+        if hints:
+            error.args = (error.args[0] + " (" + "; ".join(hints) + ")",)
+        return error
+
+
+_lock = threading.RLock()
+_catalog: Catalog | None = None
+
+
+def catalog() -> Catalog:
+    """The loaded catalog, running plugin discovery on first use (thread-safe)."""
+    global _catalog
+    with _lock:
+        if _catalog is None:
+            loader = PluginLoader(Settings.from_env())
+            fresh = Catalog(loader)
+            candidates = discover()
+            for candidate in candidates:
+                fresh.add(candidate)
+            loader.warn_unknown_disabled(c.name for c in candidates)
+            _catalog = fresh
+        return _catalog
+
+
+def reset() -> None:
+    """Forget every loaded plugin; the next registry call discovers again (re-reading the environment)."""
+    global _catalog
+    with _lock:
+        _catalog = None
+
+
+def register_plugin(plugin: Any, name: str) -> PluginInfo:
+    """Load ``plugin`` (a module or object with ``@hookimpl`` functions) now, under ``name``.
+
+    For notebooks and tests: the same isolation and validation as an entry point, but a failure
+    raises :class:`~vertebra.errors.PluginError` since the caller asked for this plugin explicitly.
+    """
+    with _lock:
+        candidate = Candidate(name, lambda: plugin, None, None, "registered at run time", autoloaded=False)
+        return catalog().add(candidate, explicit=True)
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin and everything it registered (the reverse of :func:`register_plugin`)."""
+    with _lock:
+        catalog().remove_plugin(name)

@@ -1,0 +1,168 @@
+"""``vertebra list``, ``vertebra info`` and ``vertebra plugins``: the registry on the command line.
+
+Each command is an object with ``configure(parser)`` and ``run(args) -> int`` (see :mod:`vertebra.cli`).
+Exit status: 0 on success; 1 when ``list`` matches nothing or ``plugins`` shows a failed plugin (so
+scripts and CI can rely on it); 2 for bad input (via :class:`~vertebra.errors.VertebraError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, NamedTuple
+
+__all__ = ["list_command", "info_command", "plugins_command"]
+
+
+class _Command(NamedTuple):
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _table(rows, headers, align=None) -> str:
+    from ..cli import format_table
+
+    return format_table(rows, headers, align)
+
+
+def _shorten(text: str | None, width: int = 72) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# -- list -------------------------------------------------------------------------------------------
+def _configure_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pattern", nargs="?", default=None, metavar="PATTERN",
+                        help="fnmatch pattern on the name, e.g. 'efficientnet*' (quote it in the shell)")
+    parser.add_argument("--kind", choices=("backbone", "head"), help="only backbones or only heads")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from . import _catalog
+
+    cat = _catalog.catalog()
+    rows = []
+    for kind in ("backbone", "head"):
+        if args.kind not in (None, kind):
+            continue
+        wanted = set(cat.names(kind, args.pattern))
+        for entry in cat.entries(kind):
+            shown = cat.display_name(entry)
+            if shown in wanted:
+                rows.append({"name": shown, "kind": kind, "plugin": entry.plugin,
+                             "summary": _first_line(entry.factory)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(_table([[r["name"], r["kind"], r["plugin"], _shorten(r["summary"])] for r in rows],
+                     ["NAME", "KIND", "PLUGIN", "SUMMARY"]))
+    if not rows:
+        what = f"{args.kind}s" if args.kind else "backbones or heads"
+        print(f"no {what} match {args.pattern!r}" if args.pattern else f"no {what} are registered",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _first_line(func: Any) -> str:
+    import inspect
+
+    doc = (inspect.getdoc(func) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+list_command = _Command(_configure_list, _run_list)
+
+
+# -- info -------------------------------------------------------------------------------------------
+def _configure_info(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="a backbone or head name, or plugin:name")
+    parser.add_argument("--kind", choices=("backbone", "head"), help="needed only if NAME is both")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--no-compatible", action="store_true",
+                        help="for a head, skip listing the compatible backbones (saves the meta builds)")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from . import compatible, describe
+
+    d = describe(args.name, kind=args.kind)
+    fits = compatible(d.qualified_name) if d.kind == "head" and not args.no_compatible else None
+    if args.json:
+        print(json.dumps(_as_json(d, fits), indent=2))
+        return 0
+    facts = [["name", d.name], ["kind", d.kind], ["qualified name", d.qualified_name],
+             ["plugin", d.plugin],
+             ["distribution", f"{d.distribution} {d.version or ''}".strip() if d.distribution else "-"],
+             ["summary", d.summary or "-"]]
+    if d.kind == "backbone":
+        facts.append(["parameters", f"{d.params:,} ({d.params / 1e6:.2f} M)" if d.params is not None else "-"])
+        macs = f"{d.macs:,} ({d.macs / 1e9:.3f} G)" if d.macs is not None else "-"
+        facts.append([f"MACs at {d.input_size}x{d.input_size}", macs])
+    elif d.requirements is not None:
+        r = d.requirements
+        needs = [f"{k}={v!r}" for k, v in dict(r.backbone_kwargs).items()]
+        needs += [f"stride(s) {', '.join(map(str, r.strides))}"] if r.strides else []
+        needs += [f"at least {r.min_levels} level(s)"]
+        facts.append(["needs (defaults)", "; ".join(needs)])
+    if fits is not None:
+        facts.append(["compatible backbones", ", ".join(fits) or "none"])
+    for note in d.notes:
+        facts.append(["note", note])
+    print(_table(facts, None))
+    print()
+    print(_table([[k, _default(v)] for k, v in d.kwargs.items()], ["ARGUMENT", "DEFAULT"]) if d.kwargs
+          else "no keyword arguments")
+    if d.levels:
+        print()
+        print(_table([[i, s.name, s.channels, s.stride] for i, s in enumerate(d.levels)],
+                     ["INDEX", "LEVEL", "CHANNELS", "STRIDE"], "rlrr"))
+    return 0
+
+
+def _default(value: Any) -> str:
+    from ._kwargs import REQUIRED
+
+    return "(required)" if value is REQUIRED else repr(value)
+
+
+def _as_json(d: Any, fits: list[str] | None) -> dict[str, Any]:
+    out = {key: getattr(d, key) for key in ("kind", "name", "qualified_name", "plugin", "distribution",
+                                            "version", "summary", "params", "macs", "input_size")}
+    out["kwargs"] = {k: _default(v) for k, v in d.kwargs.items()}
+    out["levels"] = [{"name": s.name, "channels": s.channels, "stride": s.stride} for s in d.levels]
+    out["notes"] = list(d.notes)
+    if fits is not None:
+        out["compatible"] = fits
+    return out
+
+
+info_command = _Command(_configure_info, _run_info)
+
+
+# -- plugins ----------------------------------------------------------------------------------------
+def _configure_plugins(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_plugins(args: argparse.Namespace) -> int:
+    from . import plugins
+
+    infos = plugins()
+    if args.json:
+        print(json.dumps([info.__dict__ | {"backbones": list(info.backbones), "heads": list(info.heads)}
+                          for info in infos], indent=2))
+    else:
+        print(_table([[i.name, i.distribution or "-", i.version or "-", i.status, len(i.backbones),
+                       len(i.heads), _shorten(i.detail, 90) if i.detail else ""] for i in infos],
+                     ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "DETAIL"],
+                     "llllrrl"))
+        for info in infos:
+            if info.status == "failed" and len(info.detail or "") > 90:
+                print(f"\n{info.name}: {info.detail}")
+    return 1 if any(i.status == "failed" for i in infos) else 0
+
+
+plugins_command = _Command(_configure_plugins, _run_plugins)
