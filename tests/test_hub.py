@@ -193,13 +193,29 @@ def test_cached_file_with_wrong_hash_is_refused_before_reading(tmp_path):
 
 
 # -- entries are matched against the model's config before anything is fetched ------------------
-@pytest.mark.parametrize("config, message", [
-    ({"name": "mobilenet_v3_small"}, "are for backbone 'efficientnet_b0'.*backbone is 'mobilenet_v3_small'"),
-    ({"head": "lraspp", "backbone": {"name": "efficientnet_b0"}},
-     r"are a 'classifier' checkpoint.*head is 'lraspp'.*load_weights\(model.backbone"),
+def _with_backbone_at(path: str) -> nn.Module:
+    """A model whose backbone (``features`` + ``feature_info``) sits at ``path``, like the real heads."""
+    model = nn.Module()
+    parent = model
+    *parents, last = path.split(".")
+    for name in parents:
+        setattr(parent, name, nn.Module())
+        parent = getattr(parent, name)
+    backbone = Tiny()
+    backbone.feature_info = ()
+    setattr(parent, last, backbone)
+    return model
+
+
+@pytest.mark.parametrize("config, where, message", [
+    ({"name": "mobilenet_v3_small"}, None, "are for backbone 'efficientnet_b0'.*backbone is 'mobilenet_v3_small'"),
+    ({"head": "lraspp", "backbone": {"name": "efficientnet_b0"}}, "backbone",
+     r"are a 'classifier' checkpoint.*head is 'lraspp'.*load_weights\(model\.backbone, 'efficientnet_b0"),
+    ({"head": "fasterrcnn_fpn", "backbone": {"name": "builtin:efficientnet_b0"}}, "backbone.body",
+     r"head is 'fasterrcnn_fpn'.*load_weights\(model\.backbone\.body, 'efficientnet_b0.imagenet'\)"),
 ])
-def test_entry_for_another_model_is_refused_before_download(config, message):
-    model = Tiny()
+def test_entry_for_another_model_is_refused_before_download(config, where, message):
+    model = _with_backbone_at(where) if where else Tiny()
     model.config = config
     with pytest.raises(WeightsError, match=message):
         load_weights(model, "efficientnet_b0.imagenet")

@@ -21,7 +21,9 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import UnknownNameError, WeightsError
@@ -47,7 +49,9 @@ class WeightsEntry:
         num_classes: the head's output classes in the checkpoint.
         origin: the torchvision weights enum member it mirrors (for provenance).
         metrics: the published figures, copied from torchvision's metadata.
-        notes: how to build the model it fits, when more than backbone+head is needed.
+        head_kwargs: the head options that rebuild the checkpoint's architecture:
+            ``registry.build(entry.head, backbone=entry.backbone, **entry.head_kwargs, weights=entry.name)``.
+        notes: what the checkpoint was trained on and how it differs from a default build.
     """
 
     name: str
@@ -57,8 +61,13 @@ class WeightsEntry:
     head: str
     num_classes: int
     origin: str = ""
-    metrics: dict[str, float] = field(default_factory=dict, compare=False)
+    metrics: Mapping[str, float] = field(default_factory=dict, compare=False)
+    head_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
     notes: str = ""
+
+    def __post_init__(self) -> None:  # read-only views: the shared table cannot be edited through an entry
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "head_kwargs", MappingProxyType(dict(self.head_kwargs)))
 
     @property
     def filename(self) -> str:
@@ -75,17 +84,19 @@ class WeightsEntry:
 
 
 def _torchvision(name: str, origin: str, filename: str, *, backbone: str, head: str = "classifier",
-                 num_classes: int = 1000, notes: str = "", **metrics: float) -> WeightsEntry:
+                 num_classes: int = 1000, options: dict[str, Any] | None = None, notes: str = "",
+                 **metrics: float) -> WeightsEntry:
     """One table row: a torchvision checkpoint, its hash prefix read from the file name as torch.hub does."""
     match = _HASH_IN_NAME.search(filename)
     assert match, filename  # table typo, caught by the test over every entry
     return WeightsEntry(name=name, url=_TORCHVISION_URL + filename, sha256=match.group(1),
                         backbone=backbone, head=head, num_classes=num_classes,
-                        origin=f"torchvision.models.{origin}", metrics=dict(metrics), notes=notes)
+                        origin=f"torchvision.models.{origin}", metrics=dict(metrics),
+                        head_kwargs={"num_classes": num_classes, **(options or {})}, notes=notes)
 
 
-_VOC = "21 classes (background + the 20 Pascal VOC categories), trained on COCO"
-_DENSE_MNV3 = "backbone mobilenet_v3_large with preset='torchvision'"
+_VOC = "COCO train2017 images with the 20 Pascal VOC categories (21 classes with background)"
+_COCO = "COCO train2017, 91 category ids (torchvision's numbering, background 0)"
 
 # name,                                  torchvision enum member,                  file name
 _ENTRIES = (
@@ -119,24 +130,24 @@ _ENTRIES = (
                  "mobilenet_v3_large-8738ca79.pth", backbone="mobilenet_v3_large", acc1=74.042, acc5=91.34),
     _torchvision("mobilenet_v3_small.imagenet", "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
                  "mobilenet_v3_small-047dcff4.pth", backbone="mobilenet_v3_small", acc1=67.668, acc5=87.402),
-    # Dense checkpoints (COCO).  Their head key layout is mapped by the head's own weights_key_map.
+    # Dense checkpoints (COCO); their head's own weights_key_map renames torchvision's layout.
     _torchvision("lraspp_mobilenet_v3_large.coco_voc", "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
                  "lraspp_mobilenet_v3_large-d234d4ea.pth", backbone="mobilenet_v3_large", head="lraspp",
-                 num_classes=21, notes=f"{_VOC}; {_DENSE_MNV3}, output_stride=16", miou=57.9, pixel_acc=91.2),
+                 num_classes=21, options={"preset": "torchvision"}, notes=_VOC, miou=57.9, pixel_acc=91.2),
     _torchvision("deeplabv3_mobilenet_v3_large.coco_voc",
                  "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
                  "deeplabv3_mobilenet_v3_large-fc3c493d.pth", backbone="mobilenet_v3_large", head="deeplabv3",
-                 num_classes=21, notes=f"{_VOC}; {_DENSE_MNV3}, output_stride=16, with the auxiliary classifier",
-                 miou=60.3, pixel_acc=91.2),
+                 num_classes=21, options={"preset": "torchvision", "aux_loss": True},
+                 notes=f"{_VOC}; includes the auxiliary FCN head", miou=60.3, pixel_acc=91.2),
     _torchvision("fasterrcnn_mobilenet_v3_large_fpn.coco", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1",
-                 "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", backbone="mobilenet_v3_large", head="fasterrcnn",
-                 num_classes=91, notes=f"91 COCO category ids; {_DENSE_MNV3}, FPN on C5_block and C5, "
-                 "images resized to 800-1333", box_map=32.8),
+                 "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", backbone="mobilenet_v3_large",
+                 head="fasterrcnn_fpn", num_classes=91, options={"preset": "torchvision", "frozen_bn": True},
+                 notes=f"{_COCO}; images resized to 800-1333", box_map=32.8),
     _torchvision("fasterrcnn_mobilenet_v3_large_320_fpn.coco",
                  "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1",
                  "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth", backbone="mobilenet_v3_large",
-                 head="fasterrcnn", num_classes=91, notes=f"91 COCO category ids; {_DENSE_MNV3}, FPN on C5_block "
-                 "and C5, images resized to 320-640, 150 RPN proposals at test time", box_map=22.8),
+                 head="fasterrcnn_fpn", num_classes=91, options={"preset": "torchvision_320", "frozen_bn": True},
+                 notes=f"{_COCO}; images resized to 320-640, 150 RPN proposals at test time", box_map=22.8),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
 
@@ -238,4 +249,5 @@ def describe_entry(entry: WeightsEntry) -> dict[str, Any]:
     return {"name": entry.name, "backbone": entry.backbone, "head": entry.head,
             "num_classes": entry.num_classes, "url": entry.url, "sha256": entry.sha256,
             "sha256_is_prefix": entry.sha256_is_prefix, "path": str(entry.path),
-            "origin": entry.origin, "metrics": dict(entry.metrics), "notes": entry.notes}
+            "origin": entry.origin, "metrics": dict(entry.metrics), "head_kwargs": dict(entry.head_kwargs),
+            "notes": entry.notes}

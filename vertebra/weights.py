@@ -208,14 +208,29 @@ def _check_entry_fits(model: nn.Module, entry: WeightsEntry) -> None:
         head = config.get("head")
     else:
         backbone_name, head = config.get("name"), None
-    if isinstance(backbone_name, str) and backbone_name != entry.backbone:
+    if isinstance(backbone_name, str) and _bare(backbone_name) != entry.backbone:
         raise WeightsError(f"weights {entry.name!r} are for backbone {entry.backbone!r}, but this model's "
                            f"backbone is {backbone_name!r}; pick a checkpoint for {backbone_name!r} "
                            f"(vertebra.weights.named_weights()) or build the model with {entry.backbone!r}")
-    if isinstance(head, str) and head != entry.head:
+    if isinstance(head, str) and _bare(head) != entry.head:
+        where = _backbone_attribute(model)
+        remedy = (f"; to start only the backbone from them, load into the backbone: "
+                  f"load_weights(model.{where}, {entry.name!r})" if where and entry.head == "classifier" else "")
         raise WeightsError(f"weights {entry.name!r} are a {entry.head!r} checkpoint, but this model's head is "
-                           f"{head!r}; to start only the backbone from them, load into the backbone: "
-                           f"load_weights(model.backbone, {entry.name!r})")
+                           f"{head!r}{remedy}")
+
+
+def _bare(name: str) -> str:
+    """``"plugin:name"`` -> ``"name"`` (entries name built-in architectures)."""
+    return name.rsplit(":", 1)[-1]
+
+
+def _backbone_attribute(model: nn.Module) -> str | None:
+    """Dotted path of the first submodule that is a backbone (has ``features`` and ``feature_info``)."""
+    for name, module in model.named_modules():
+        if name and hasattr(module, "feature_info") and hasattr(module, "features"):
+            return name
+    return None
 
 
 def _unwrap(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
