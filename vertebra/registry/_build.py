@@ -92,7 +92,10 @@ def load_config(file: str | os.PathLike) -> Any:
         raise ConfigError(f"config file {str(file)!r} is not valid JSON: {exc}") from exc
     except Exception as exc:  # yaml.YAMLError; its message carries the line
         if type(exc).__module__.startswith("yaml"):
-            raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise ConfigError(f"config file {str(file)!r} is not valid YAML{where}: {problem}") from exc
         raise
 
 
