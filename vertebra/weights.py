@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -137,8 +137,9 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
         model.load_state_dict(result.state, strict=strict)
     except RuntimeError as error:  # not expected after check_keys; never let torch's text be the only clue
         raise WeightsError(f"{label}: load_state_dict refused the checked weights: {error}") from error
-    return LoadReport(source=label, path=path, loaded=len(result.state) - len(result.kept), dropped=(*dropped, *result.ignored),
-                      missing=result.missing, unexpected=result.unexpected, kept=result.kept,
+    return LoadReport(source=label, path=path, loaded=len(result.state) - len(result.kept),
+                      dropped=(*dropped, *result.ignored), missing=result.missing,
+                      unexpected=result.unexpected, kept=result.kept,
                       mapped=used_map, unwrapped=unwrapped, sha256=digest)
 
 
