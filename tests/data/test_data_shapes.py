@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 from pycocotools.coco import COCO
 
@@ -84,3 +86,20 @@ def test_annotations_cover_the_drawn_shapes(shapes):
 def test_bad_arguments_are_config_errors(tmp_path, kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         generate_shapes(tmp_path, **kwargs)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(32, 160))
+def test_any_seed_and_size_gives_valid_disjoint_instances(tmp_path, seed, size):
+    paths = generate_shapes(tmp_path / f"{seed}_{size}", num_train=2, num_val=1, image_size=size, seed=seed)
+    coco = COCO(str(paths.train_annotations))
+    assert len(coco.imgs) == 2
+    for image_id in coco.imgs:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        assert 1 <= len(anns) <= 4
+        masks = np.stack([coco.annToMask(a) for a in anns])
+        assert masks.sum(0).max() == 1  # instances never overlap, so every polygon is fully visible
+        for ann, mask in zip(anns, masks):
+            x, y, w, h = ann["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= size and y + h <= size
+            assert mask.sum() == ann["area"] > 0
