@@ -93,6 +93,15 @@ def test_mask_folder_reads_palette_indices(folders):
     assert mask[3, 4] == 2 and mask[0, 0] == 255 and mask[10, 10] == 0
 
 
+def test_mask_folder_class_names_set_num_classes(folders):
+    ds = MaskFolderSegmentation(*folders, classes=["background", "red"])
+    assert ds.classes == ("background", "red") and ds.num_classes == 2
+    with pytest.raises(DataError, match="outside 0..1"):
+        ds[1]
+    with pytest.raises(ConfigError, match="num_classes=3 but 2 class names"):
+        MaskFolderSegmentation(*folders, classes=["background", "red"], num_classes=3)
+
+
 def test_mask_folder_errors(folders):
     images, masks = folders
     with pytest.raises(DataError, match="outside 0..1"):

@@ -52,7 +52,7 @@ def test_logits_and_labels_agree_and_unbatched_inputs_work():
     a, b = SegmentationMetric(3), SegmentationMetric(3)
     a.update(logits, target)
     b.update(logits.argmax(0)[None], target[None])
-    assert torch.equal(a.confmat, b.confmat) and a.confmat.sum() == 42
+    assert torch.equal(a.confusion, b.confusion) and a.confusion.sum() == 42
 
 
 def test_class_never_at_stake_is_left_out_of_the_mean():
@@ -64,7 +64,7 @@ def test_class_never_at_stake_is_left_out_of_the_mean():
     assert result["per_class_iou"][:2] == [0.5, pytest.approx(2 / 3)]
     assert result["mIoU"] == pytest.approx((0.5 + 2 / 3) / 2)
     metric.reset()
-    assert metric.confmat.sum() == 0 and math.isnan(metric.compute()["mIoU"])
+    assert metric.confusion.sum() == 0 and math.isnan(metric.compute()["mIoU"])
 
 
 def test_bad_inputs():
@@ -79,7 +79,7 @@ def test_bad_inputs():
         metric.update(torch.full((1, 4, 4), 3), torch.zeros(1, 4, 4, dtype=torch.int64))
     with pytest.raises(InputError, match="integer"):
         metric.update(torch.zeros(1, 4, 4, dtype=torch.int64), torch.zeros(1, 4, 4))
-    assert metric.confmat.sum() == 0  # nothing half-counted
+    assert metric.confusion.sum() == 0  # nothing half-counted
     with pytest.raises(ConfigError, match="num_classes"):
         SegmentationMetric(0)
     with pytest.raises(ConfigError, match="ignore_index 1 is a real class"):

@@ -154,6 +154,8 @@ class MaskFolderSegmentation(Dataset):
     Args:
         image_dir, mask_dir: the two folders.
         transforms: ``transforms(image, mask)``.
+        classes: optional names by label, index 0 the background (masks carry no names); sets
+            ``num_classes`` to ``len(classes)`` when that is not given.
         num_classes: if given, every mask value must be below it or equal ``ignore_index`` (checked
             as samples are read), so a mislabelled mask fails loudly instead of training on garbage.
         mask_suffix: the masks' file extension.
@@ -164,7 +166,8 @@ class MaskFolderSegmentation(Dataset):
     """
 
     def __init__(self, image_dir: PathLike, mask_dir: PathLike, transforms: Callable[..., Any] | None = None,
-                 *, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX, mask_suffix: str = ".png"):
+                 *, classes: Sequence[str] | None = None, num_classes: int | None = None,
+                 ignore_index: int = IGNORE_INDEX, mask_suffix: str = ".png"):
         self.image_dir, self.mask_dir = Path(image_dir), Path(mask_dir)
         for folder in (self.image_dir, self.mask_dir):
             if not folder.is_dir():
@@ -178,6 +181,13 @@ class MaskFolderSegmentation(Dataset):
             if not mask.is_file():
                 raise DataError(f"image {str(image)!r} has no mask: expected {str(mask)!r}")
         self.transforms = transforms
+        if classes is not None:
+            classes = tuple(classes)
+            if num_classes is not None and num_classes != len(classes):
+                raise ConfigError(f"num_classes={num_classes} but {len(classes)} class names were given")
+            num_classes = len(classes)
+        #: Names by label (index 0 background) when given, else ``None``.
+        self.classes: tuple[str, ...] | None = classes
         self.num_classes, self.ignore_index = num_classes, ignore_index
 
     def __len__(self) -> int:

@@ -24,6 +24,9 @@ class SegmentationMetric:
         ignore_index: target value whose pixels are not scored (255, as in VOC and
             :class:`vertebra.data.CocoSemantic`).
 
+    State: :attr:`confusion`, a (C, C) int64 tensor on the device of the targets;
+    :meth:`synchronize` all-reduces it (sum) across ranks.
+
     ``compute()`` returns ``{"mIoU", "pixel_acc", "per_class_iou"}``.  A class that appears neither
     in the targets nor in the predictions has IoU ``nan`` and is left out of ``mIoU``
     (it was never at stake); a class that was predicted but never present scores 0.
@@ -36,7 +39,7 @@ class SegmentationMetric:
             raise ConfigError(f"SegmentationMetric: ignore_index {ignore_index} is a real class "
                               f"(0..{num_classes - 1}); use a value outside that range, e.g. 255")
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.confmat = torch.zeros((num_classes, num_classes), dtype=torch.int64)
+        self.confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: ``prediction`` is logits (N, C, H, W) or labels (N, H, W); ``target`` (N, H, W).
@@ -55,8 +58,8 @@ class SegmentationMetric:
                              f"(F.interpolate(logits, size=target.shape[-2:], mode='bilinear'))")
         if target.is_floating_point() or prediction.is_floating_point():
             raise InputError(f"targets and label predictions must be integer tensors, got {target.dtype}")
-        if self.confmat.device != target.device:
-            self.confmat = self.confmat.to(target.device)
+        if self.confusion.device != target.device:
+            self.confusion = self.confusion.to(target.device)
         prediction = prediction.to(target.device)
         valid = target != self.ignore_index
         target, prediction = target[valid].long(), prediction[valid].long()
@@ -66,22 +69,22 @@ class SegmentationMetric:
                 raise InputError(f"{name} labels {bad.unique().tolist()[:10]} are outside 0..{self.num_classes - 1} "
                                  f"and not ignore_index={self.ignore_index}; check num_classes")
         index = target * self.num_classes + prediction
-        self.confmat += torch.bincount(index, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
+        self.confusion += torch.bincount(index, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
 
     def synchronize(self) -> None:
         """Sum the confusion matrices of all ranks (no-op without torch.distributed)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.confmat)
+            torch.distributed.all_reduce(self.confusion)
 
     def reset(self) -> None:
-        self.confmat.zero_()
+        self.confusion.zero_()
 
     def compute(self) -> dict[str, float | list[float]]:
-        confmat = self.confmat.double()
-        true_positive = confmat.diag()
-        union = confmat.sum(0) + confmat.sum(1) - true_positive
+        confusion = self.confusion.double()
+        true_positive = confusion.diag()
+        union = confusion.sum(0) + confusion.sum(1) - true_positive
         iou = true_positive / union  # 0/0 -> nan: the class was never at stake
-        total = confmat.sum()
+        total = confusion.sum()
         present = ~torch.isnan(iou)
         return {
             "mIoU": float(iou[present].mean()) if present.any() else math.nan,
