@@ -159,8 +159,10 @@ def _place_shapes(rng: np.random.Generator, size: int):
             continue
         placed.append((cx, cy, radius))
         start = rng.uniform(0, 2 * math.pi)
-        angles = start + np.arange(vertices) * (2 * math.pi / vertices)
-        polygon = np.round(np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1), 2)
+        # math.cos/sin (libm) rather than numpy's SIMD kernels, so the JSON does not depend on the CPU
+        cx, cy, radius, start = float(cx), float(cy), float(radius), float(start)
+        angles = [start + k * 2 * math.pi / vertices for k in range(vertices)]
+        polygon = np.array([[round(cx + radius * math.cos(a), 2), round(cy + radius * math.sin(a), 2)] for a in angles])
         hue, sat, val = rng.uniform(0, 1), rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0)
         colour = tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(hue, sat, val))
         yield category_id, polygon, colour
