@@ -1,0 +1,219 @@
+"""Faster R-CNN and Mask R-CNN over a feature pyramid built from any backbone's ``feature_info``.
+
+The models *are* torchvision's :class:`~torchvision.models.detection.FasterRCNN` /
+:class:`~torchvision.models.detection.MaskRCNN` (same losses, same outputs: a loss dict in
+``train()``, a list of ``{"boxes", "labels", "scores"[, "masks"]}`` in ``eval()``); vertebra supplies
+the backbone-with-FPN, anchors per pyramid level and ``MultiScaleRoIAlign`` over the level names.
+
+Levels (``levels=None`` picks per preset, a list of level names overrides):
+
+=====================  ======================  =================================================
+preset                 backbone levels         anchors (per pyramid level, ratios 0.5/1/2)
+=====================  ======================  =================================================
+``"default"``          three deepest: C3 C4 C5  4x and 8x the level's stride (32..512 px over
+                       (strides 8/16/32)        C3, C4, C5 and the max-pool level, stride 64)
+``"torchvision"``      C5_block, C5 (both       (32, 64, 128, 256, 512) on every level,
+                       stride 32)               torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``
+``"torchvision_320"``  as above                 as above; min/max size 320/640, RPN top-n 150
+=====================  ======================  =================================================
+
+Why two stride-32 levels in the torchvision presets: torchvision's MobileNetV3 detectors tap the
+first, strided block of each stage and use the last two taps (pytorch/vision#5838); vertebra's
+default taps the last block of each stride group and builds a classic C3-C5 pyramid, which sees
+small objects at stride 8.  ``preset="torchvision*"`` asks the backbone for ``preset="torchvision"``
+(MobileNetV3 only) and with ``mobilenet_v3_large`` reproduces torchvision's model exactly (same
+state_dict after the ``weights_key_map``, same outputs).  Like torchvision, those presets build
+the backbone's BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1) rather than the
+classification model's (1e-3, 0.01); fine-tuning from ImageNet weights inherits that quirk.
+
+Training recipe knobs: ``trainable_layers`` (stages counted from the deepest, as torchvision's
+``trainable_backbone_layers``; ``None`` trains everything) and ``frozen_bn`` (swap the backbone's
+BatchNorm for FrozenBatchNorm2d, torchvision's choice for pretrained backbones and what its COCO
+checkpoints contain).  Any plain-valued torchvision keyword (RPN/ROI thresholds, top-n, batch
+sizes, ``image_mean``...) passes through; module-valued ones (``rpn_head``, ``box_predictor``...)
+are not configurable, to keep ``model.config`` plain data.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from ..errors import ConfigError
+from ..features import FeatureSpec
+from ._base import Requirements, requires
+from ._fpn import BackboneWithFPN, freeze_backbone, freeze_batchnorm, set_batchnorm
+from ._levels import by_names, feature_info_of
+from ._options import check_bool, check_choice, check_positive_int, torchvision_detection_key_map
+
+__all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]
+
+
+@dataclass(frozen=True)
+class _Preset:
+    """One row of the preset table in the module docstring."""
+
+    backbone_preset: str             # what the backbone is asked for
+    levels: int                      # how many of the deepest levels feed the FPN
+    anchor_sizes: tuple[int, ...] | None  # same sizes on every pyramid level; None: from strides
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # torchvision keyword defaults
+
+
+_TORCHVISION_ANCHORS = (32, 64, 128, 256, 512)
+_TORCHVISION_BN_EPS, _TORCHVISION_BN_MOMENTUM = 1e-5, 0.1  # nn.BatchNorm2d's defaults
+_PRESETS: dict[str, _Preset] = {
+    "default": _Preset("default", 3, None),
+    "torchvision": _Preset("torchvision", 2, _TORCHVISION_ANCHORS, {"rpn_score_thresh": 0.05}),
+    "torchvision_320": _Preset("torchvision", 2, _TORCHVISION_ANCHORS, {
+        "min_size": 320, "max_size": 640, "rpn_pre_nms_top_n_test": 150, "rpn_post_nms_top_n_test": 150,
+        "rpn_score_thresh": 0.05}),
+}
+# Keywords of the torchvision class vertebra sets itself, or that take modules (not plain config data).
+_NOT_PASSED = {"self", "backbone", "num_classes", "min_size", "max_size", "kwargs", "rpn_anchor_generator",
+               "rpn_head", "box_roi_pool", "box_head", "box_predictor", "mask_roi_pool", "mask_head",
+               "mask_predictor"}
+
+
+def _pass_through(cls: type) -> dict[str, Any]:
+    """The plain-valued keywords of ``cls`` a user may set, with torchvision's defaults."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in _NOT_PASSED and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def _detection_requirements(*, preset: str = "default", levels: Sequence[str] | None = None, **_) -> Requirements:
+    row = _PRESETS[check_choice(preset, tuple(_PRESETS), "preset")]
+    backbone_kwargs = {"preset": "torchvision"} if row.backbone_preset == "torchvision" else {}
+    wanted = len(levels) if isinstance(levels, (list, tuple)) and levels else row.levels
+    return Requirements(backbone_kwargs=backbone_kwargs, min_levels=wanted)
+
+
+@requires(_detection_requirements)
+def fasterrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = "default",
+                   levels: Sequence[str] | None = None, fpn_channels: int = 256,
+                   anchor_sizes: Sequence[Sequence[int]] | None = None,
+                   aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), trainable_layers: int | None = None,
+                   frozen_bn: bool = False, min_size: int | None = None, max_size: int | None = None,
+                   **detector_kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN with an FPN on the backbone's levels (see the module docstring for presets).
+
+    Args:
+        num_classes: classes including background (91 = COCO's id space, as torchvision).
+        preset: ``"default"``, ``"torchvision"`` or ``"torchvision_320"`` (MobileNetV3 only).
+        levels: level names feeding the FPN, e.g. ``["C4", "C5"]``; ``None``: the preset's.
+        fpn_channels: width of every pyramid level.
+        anchor_sizes: one tuple of sizes per pyramid level (the chosen levels plus ``"pool"``), each
+            level the same count; ``None``: the preset's.
+        aspect_ratios: height/width ratios of the anchors, the same on every level.
+        trainable_layers: backbone stages left trainable, counted from the deepest; ``None`` = all.
+        frozen_bn: use FrozenBatchNorm2d in the backbone (for fine-tuning pretrained weights).
+        min_size, max_size: the resize torchvision's transform applies; ``None``: the preset's
+            (800/1333, or 320/640 for ``"torchvision_320"``).
+        **detector_kwargs: plain-valued torchvision ``FasterRCNN`` keywords (``rpn_score_thresh``,
+            ``box_detections_per_img``, ...); anything else is a ConfigError listing the valid ones.
+    """
+    return _build(FasterRCNN, "fasterrcnn_fpn", backbone, locals())
+
+
+@requires(_detection_requirements)
+def maskrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = "default",
+                 levels: Sequence[str] | None = None, fpn_channels: int = 256,
+                 anchor_sizes: Sequence[Sequence[int]] | None = None,
+                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), trainable_layers: int | None = None,
+                 frozen_bn: bool = False, min_size: int | None = None, max_size: int | None = None,
+                 **detector_kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN (Faster R-CNN plus torchvision's mask branch) for instance segmentation.
+
+    Same arguments as :func:`fasterrcnn_fpn`; masks are pooled at 14x14 from the same pyramid
+    levels.  torchvision has no MobileNetV3 Mask R-CNN, so the ``torchvision*`` presets only choose
+    torchvision's taps and detector settings here.
+    """
+    return _build(MaskRCNN, "maskrcnn_fpn", backbone, locals())
+
+
+def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> nn.Module:
+    check_positive_int(args["num_classes"], "num_classes", minimum=2)
+    check_positive_int(args["fpn_channels"], "fpn_channels")
+    check_bool(args["frozen_bn"], "frozen_bn")
+    row = _PRESETS[check_choice(args["preset"], tuple(_PRESETS), "preset")]
+    options = _detector_options(cls, head, row, args)
+
+    info = feature_info_of(backbone, head)
+    chosen = _chosen_levels(info, args["levels"], row.levels, head)
+    if args["trainable_layers"] is not None:
+        freeze_backbone(backbone, args["trainable_layers"], taps_start_stages=row.backbone_preset == "torchvision")
+    if row.backbone_preset == "torchvision":
+        # torchvision's MobileNetV3 detectors pass norm_layer=nn.BatchNorm2d (or FrozenBatchNorm2d),
+        # i.e. eps 1e-5 / momentum 0.1, not the classification model's 1e-3 / 0.01.
+        set_batchnorm(backbone, eps=_TORCHVISION_BN_EPS, momentum=_TORCHVISION_BN_MOMENTUM)
+    if args["frozen_bn"]:
+        freeze_batchnorm(backbone)
+
+    body = BackboneWithFPN(backbone, chosen, args["fpn_channels"])
+    names = body.level_names
+    sizes = _anchor_sizes(args["anchor_sizes"], row, chosen)
+    ratios = _aspect_ratios(args["aspect_ratios"])
+    anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
+    extra = {"mask_roi_pool": MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)} if cls is MaskRCNN else {}
+    model = cls(body, num_classes=args["num_classes"], rpn_anchor_generator=anchors,
+                box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2), **extra, **options)
+    model.weights_key_map = torchvision_detection_key_map()
+    return model
+
+
+def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) -> dict[str, Any]:
+    """Preset defaults, overridden by explicit ``min_size``/``max_size`` and pass-through keywords."""
+    allowed = _pass_through(cls)
+    given = dict(args["detector_kwargs"])
+    unknown = set(given) - set(allowed)
+    if unknown:
+        explicit = [name for name in inspect.signature(fasterrcnn_fpn).parameters
+                    if name not in ("backbone", "detector_kwargs")]
+        raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head)
+    options = {"min_size": 800, "max_size": 1333, **row.defaults, **given}
+    for name in ("min_size", "max_size"):
+        if args[name] is not None:
+            options[name] = check_positive_int(args[name], name)
+    return options
+
+
+def _chosen_levels(info, levels: Sequence[str] | None, default_count: int, head: str) -> list[FeatureSpec]:
+    if levels is None:
+        return list(info[-default_count:])
+    if not isinstance(levels, (list, tuple)) or not levels or not all(isinstance(n, str) for n in levels) \
+            or len(set(levels)) != len(levels):
+        raise ConfigError(f"must be a non-empty list of distinct level names such as "
+                          f"{info.names()}, got {levels!r}", path="levels")
+    chosen = by_names(info, levels, head)
+    return sorted(chosen, key=lambda spec: info.names().index(spec.name))  # the FPN runs shallow to deep
+
+
+def _anchor_sizes(given, row: _Preset, chosen: Sequence[FeatureSpec]) -> tuple[tuple[int, ...], ...]:
+    count = len(chosen) + 1  # + LastLevelMaxPool's "pool"
+    if given is None:
+        if row.anchor_sizes is not None:
+            return (row.anchor_sizes,) * count
+        strides = [spec.stride for spec in chosen] + [2 * chosen[-1].stride]
+        return tuple((4 * stride, 8 * stride) for stride in strides)
+    ok = isinstance(given, (list, tuple)) and len(given) == count and all(
+        isinstance(level, (list, tuple)) and level and all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in level) for level in given)
+    if not ok or len({len(level) for level in given}) != 1:
+        raise ConfigError(f"must hold {count} lists (one per pyramid level: "
+                          f"{', '.join(spec.name for spec in chosen)}, pool), all of the same length, of "
+                          f"positive sizes in pixels; got {given!r}", path="anchor_sizes")
+    return tuple(tuple(level) for level in given)
+
+
+def _aspect_ratios(given) -> tuple[float, ...]:
+    if not isinstance(given, (list, tuple)) or not given or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in given):
+        raise ConfigError(f"must be a non-empty list of positive numbers, got {given!r}",
+                          path="aspect_ratios")
+    return tuple(float(r) for r in given)

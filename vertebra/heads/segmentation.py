@@ -1,0 +1,163 @@
+"""Dense heads from torchvision: LR-ASPP and DeepLabV3, on any vertebra backbone.
+
+Both reuse torchvision's own head modules (``LRASPPHead``, ``DeepLabHead``, ``FCNHead``) and keep
+torchvision's attribute names (``backbone``, ``classifier``, ``aux_classifier``), so a torchvision
+segmentation checkpoint loads with one prefix rewrite: torchvision keeps the bare ``features``
+layers under ``backbone.N``, vertebra keeps the whole Backbone there (``backbone.features.N``).
+
+What each head asks of the backbone (the registry builds the backbone accordingly, so users never
+pass dilation by hand):
+
+* ``lraspp``: ``output_stride=16`` and a stride-8 level.  *low* = the shallowest stride-8 level,
+  *high* = the deepest level (see :mod:`vertebra.heads._levels`).
+* ``deeplabv3``: ``output_stride`` 16 (default) or 8 for the ASPP on the deepest level; with
+  ``aux_loss=True`` an FCN head on the shallowest stride-8 level, as torchvision's MobileNetV3 model.
+
+``preset="torchvision"`` asks the backbone for torchvision's tap points (MobileNetV3 only); with it,
+``lraspp`` and ``deeplabv3(aux_loss=True)`` on ``mobilenet_v3_large`` are architecturally identical to
+torchvision's ``lraspp_mobilenet_v3_large`` / ``deeplabv3_mobilenet_v3_large``.
+
+Outputs follow torchvision: ``{"out": logits at input size}`` plus ``"aux"`` when the auxiliary head
+exists (computed in eval mode too, as torchvision does; use ``aux_loss=False`` for inference).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+from torchvision.models.segmentation.lraspp import LRASPPHead
+
+from ..errors import IncompatibleError
+from ._base import Requirements, requires
+from ._levels import feature_info_of, shallowest_with_stride
+from ._options import check_bool, check_choice, check_int_list, check_positive_int, torchvision_dense_key_map
+
+__all__ = ["lraspp", "deeplabv3"]
+
+_PRESETS = ("default", "torchvision")
+_DEEPLAB_OUTPUT_STRIDES = (8, 16)
+
+
+def _backbone_kwargs(output_stride: int, preset: str) -> dict:
+    kwargs: dict = {"output_stride": output_stride}
+    if check_choice(preset, _PRESETS, "preset") == "torchvision":
+        kwargs["preset"] = "torchvision"
+    return kwargs
+
+
+def _lraspp_requirements(*, preset: str = "default", **_) -> Requirements:
+    return Requirements(backbone_kwargs=_backbone_kwargs(16, preset), strides=(8,), min_levels=2)
+
+
+def _deeplabv3_requirements(*, output_stride: int = 16, aux_loss: bool = False,
+                            preset: str = "default", **_) -> Requirements:
+    check_choice(output_stride, _DEEPLAB_OUTPUT_STRIDES, "output_stride")
+    return Requirements(backbone_kwargs=_backbone_kwargs(output_stride, preset),
+                        strides=(8,) if aux_loss else (), min_levels=2 if aux_loss else 1)
+
+
+class LRASPP(nn.Module):
+    """Lite R-ASPP (MobileNetV3 paper): a squeeze-gated 1x1 branch on *high* plus a 1x1 on *low*."""
+
+    def __init__(self, backbone: nn.Module, low: str, high: str, low_channels: int, high_channels: int,
+                 num_classes: int, inter_channels: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = LRASPPHead(low_channels, high_channels, num_classes, inter_channels)
+        self.low_level, self.high_level = low, high
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        features = self.backbone(x)
+        logits = self.classifier({"low": features[self.low_level], "high": features[self.high_level]})
+        result: OrderedDict[str, Tensor] = OrderedDict()
+        result["out"] = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return result
+
+
+class DeepLabV3(nn.Module):
+    """ASPP head on the deepest level, optional FCN auxiliary head on an intermediate one."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, out_level: str,
+                 aux_classifier: nn.Module | None = None, aux_level: str | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.aux_classifier = aux_classifier
+        self.out_level, self.aux_level = out_level, aux_level
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        result: OrderedDict[str, Tensor] = OrderedDict()
+        result["out"] = F.interpolate(self.classifier(features[self.out_level]), size=size,
+                                      mode="bilinear", align_corners=False)
+        if self.aux_classifier is not None and self.aux_level is not None:
+            result["aux"] = F.interpolate(self.aux_classifier(features[self.aux_level]), size=size,
+                                          mode="bilinear", align_corners=False)
+        return result
+
+
+@requires(_lraspp_requirements)
+def lraspp(backbone: nn.Module, *, num_classes: int = 21, inter_channels: int = 128,
+           preset: str = "default") -> LRASPP:
+    """LR-ASPP segmentation (MobileNetV3 paper) on a stride-8 *low* level and the stride-16 deepest level.
+
+    Args:
+        num_classes: output channels, background included (21 = Pascal VOC).
+        inter_channels: width of the high-level branch (torchvision: 128).
+        preset: ``"torchvision"`` asks the backbone for torchvision's tap points so the model equals
+            ``torchvision.models.segmentation.lraspp_mobilenet_v3_large`` (MobileNetV3 only).
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(inter_channels, "inter_channels")
+    check_choice(preset, _PRESETS, "preset")
+    info = feature_info_of(backbone, "lraspp")
+    low = shallowest_with_stride(info, 8, "lraspp", "low (detail)")
+    high = info[-1]
+    _check_output_stride(high.stride, 16, "lraspp")
+    model = LRASPP(backbone, low.name, high.name, low.channels, high.channels, num_classes, inter_channels)
+    model.weights_key_map = torchvision_dense_key_map()
+    return model
+
+
+@requires(_deeplabv3_requirements)
+def deeplabv3(backbone: nn.Module, *, num_classes: int = 21, output_stride: int = 16, aux_loss: bool = False,
+              atrous_rates: Sequence[int] = (12, 24, 36), preset: str = "default") -> DeepLabV3:
+    """DeepLabV3: atrous spatial pyramid pooling on the deepest level, dilated to ``output_stride``.
+
+    Args:
+        num_classes: output channels, background included.
+        output_stride: 16 (default) or 8; the registry builds the backbone dilated to it.
+        aux_loss: add torchvision's FCN auxiliary head on the shallowest stride-8 level (output ``"aux"``).
+        atrous_rates: ASPP dilation rates; (12, 24, 36) is what torchvision uses at every output stride
+            (the paper uses (6, 12, 18) at output stride 16).
+        preset: ``"torchvision"`` reproduces ``deeplabv3_mobilenet_v3_large`` on ``mobilenet_v3_large``.
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_choice(output_stride, _DEEPLAB_OUTPUT_STRIDES, "output_stride")
+    check_choice(preset, _PRESETS, "preset")
+    check_bool(aux_loss, "aux_loss")
+    rates = check_int_list(atrous_rates, "atrous_rates")
+    info = feature_info_of(backbone, "deeplabv3")
+    out = info[-1]
+    _check_output_stride(out.stride, output_stride, "deeplabv3")
+    aux_classifier, aux_level = None, None
+    if aux_loss:
+        aux = shallowest_with_stride(info, 8, "deeplabv3", "auxiliary")
+        aux_classifier, aux_level = FCNHead(aux.channels, num_classes), aux.name
+    model = DeepLabV3(backbone, DeepLabHead(out.channels, num_classes, rates), out.name,
+                      aux_classifier, aux_level)
+    model.weights_key_map = torchvision_dense_key_map()
+    return model
+
+
+def _check_output_stride(actual: int, wanted: int, head: str) -> None:
+    if actual != wanted:
+        raise IncompatibleError(
+            f"{head} needs the deepest level at output stride {wanted}, but the backbone's is {actual}; "
+            f"build the backbone with output_stride={wanted} (registry.build does this for you)")

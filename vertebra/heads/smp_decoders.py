@@ -1,0 +1,219 @@
+"""segmentation-models-pytorch decoders with vertebra backbones as their encoders.
+
+smp's decoders take the list an smp encoder returns: ``[stride 1, stride 2, stride 4, ...]``, the
+first entry being the input image itself (smp's encoders return ``x`` there; Unet reads only its
+size, the others ignore it).  vertebra builds the same list from the feature contract:
+
+    ``[input image] + one level per distinct stride, shallow to deep``
+
+Where dilation leaves two levels at one stride (``output_stride=16``: C4 and C5), the deeper one is
+used.  The decoder and smp's ``SegmentationHead`` are smp's own classes (module names ``decoder``
+and ``segmentation_head`` as in smp's models); logits are resized to the input size, so every model
+returns ``{"out": logits at input size}``.
+
+=================  ==================================  ============================================
+head               asks the backbone for               input size
+=================  ==================================  ============================================
+``unet``           nothing (any levels)                any
+``fpn``            output_stride 32, strides 4-32      divisible by 32 (the decoder upsamples by 2)
+``deeplabv3plus``  output_stride 16 (or 8), strides 2, 4 divisible by the output stride
+``upernet``        strides 2, 4, 8 and a deeper one    any
+=================  ==================================  ============================================
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError, IncompatibleError, InputError
+from ..features import FeatureSpec
+from ._base import Requirements, requires
+from ._levels import deepest_per_stride, feature_info_of
+from ._options import check_bool, check_choice, check_int_list, check_positive_int
+
+__all__ = ["unet", "fpn", "deeplabv3plus", "upernet"]
+
+_UNET_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, one per decoder block
+
+
+class SmpSegmentation(nn.Module):
+    """backbone -> smp feature list -> smp decoder -> smp SegmentationHead -> logits at input size."""
+
+    def __init__(self, backbone: nn.Module, levels: Sequence[FeatureSpec], decoder: nn.Module,
+                 head: nn.Module, *, divisor: int = 1, name: str = "smp"):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.segmentation_head = head
+        self.level_names = [spec.name for spec in levels]
+        self.divisor = divisor
+        self.head_name = name
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        self._check_size(x)
+        features = self.backbone(x)
+        logits = self.segmentation_head(self.decoder([x] + [features[name] for name in self.level_names]))
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        result: OrderedDict[str, Tensor] = OrderedDict()
+        result["out"] = logits
+        return result
+
+    def _check_size(self, x: Tensor) -> None:
+        if self.divisor == 1 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        height, width = x.shape[-2:]
+        if height % self.divisor or width % self.divisor:
+            padded = (-(-height // self.divisor) * self.divisor, -(-width // self.divisor) * self.divisor)
+            raise InputError(
+                f"{self.head_name} needs height and width divisible by {self.divisor} (its decoder upsamples by "
+                f"exact factors), got {height}x{width}; pad the input to {padded[0]}x{padded[1]} "
+                "(e.g. torch.nn.functional.pad) or resize it")
+
+
+def _levels(backbone: nn.Module, head: str, strides: Sequence[int] = ()) -> list[FeatureSpec]:
+    levels = deepest_per_stride(feature_info_of(backbone, head))
+    have = [spec.stride for spec in levels]
+    missing = [s for s in strides if s not in have]
+    if missing:
+        raise IncompatibleError(
+            f"{head} needs levels at strides {list(strides)}, but the backbone returns strides {have}; "
+            f"keep those levels in the backbone's out_indices (or leave out_indices=None)")
+    return levels
+
+
+def _channels(levels: Sequence[FeatureSpec], in_channels: int) -> list[int]:
+    return [in_channels] + [spec.channels for spec in levels]
+
+
+@requires(lambda **_: Requirements(min_levels=1))
+def unet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: Sequence[int] | None = None,
+         attention: str | None = None, interpolation: str = "nearest") -> SmpSegmentation:
+    """smp's U-Net decoder: one upsampling block per backbone scale, skip connections at each.
+
+    Args:
+        num_classes: output channels.
+        decoder_channels: one width per decoder block (as many as the backbone has scales);
+            ``None``: smp's (256, 128, 64, 32, 16), truncated to the number of scales.
+        attention: ``None`` or ``"scse"`` (smp's decoder_attention_type).
+        interpolation: upsampling mode inside the decoder (``"nearest"`` or ``"bilinear"``).
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_choice(attention, (None, "scse"), "attention")
+    check_choice(interpolation, ("nearest", "bilinear"), "interpolation")
+    levels = _levels(backbone, "unet")
+    if decoder_channels is None:
+        if len(levels) > len(_UNET_CHANNELS):
+            raise ConfigError(f"the backbone has {len(levels)} scales; pass decoder_channels with {len(levels)} "
+                              "widths", path="decoder_channels")
+        channels = _UNET_CHANNELS[:len(levels)]
+    else:
+        channels = check_int_list(decoder_channels, "decoder_channels", length=len(levels))
+    decoder = UnetDecoder(_channels(levels, _backbone_in_channels(backbone)), channels, n_blocks=len(channels),
+                          attention_type=attention, interpolation_mode=interpolation)
+    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(channels[-1], num_classes, kernel_size=3),
+                           name="unet")
+
+
+@requires(lambda **_: Requirements(backbone_kwargs={"output_stride": 32}, strides=(4, 8, 16, 32), min_levels=4))
+def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 256,
+        segmentation_channels: int = 128, merge_policy: str = "add", dropout: float = 0.2) -> SmpSegmentation:
+    """smp's semantic FPN (Kirillov et al., Panoptic FPN): levels at strides 4-32 merged at stride 4.
+
+    Args:
+        num_classes: output channels.
+        pyramid_channels, segmentation_channels: widths of the pyramid and of the merged branch.
+        merge_policy: ``"add"`` or ``"cat"`` the four upsampled branches.
+        dropout: spatial dropout before the classifier.
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(pyramid_channels, "pyramid_channels")
+    check_positive_int(segmentation_channels, "segmentation_channels", minimum=32)  # GroupNorm(32, ...)
+    check_choice(merge_policy, ("add", "cat"), "merge_policy")
+    _check_probability(dropout, "dropout")
+    levels = [spec for spec in _levels(backbone, "fpn", (4, 8, 16, 32)) if spec.stride in (4, 8, 16, 32)]
+    decoder = FPNDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
+                         pyramid_channels=pyramid_channels, segmentation_channels=segmentation_channels,
+                         dropout=dropout, merge_policy=merge_policy)
+    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder.out_channels, num_classes, kernel_size=1),
+                           divisor=32, name="fpn")
+
+
+def _deeplabv3plus_requirements(*, output_stride: int = 16, **_) -> Requirements:
+    check_choice(output_stride, (8, 16), "output_stride")
+    return Requirements(backbone_kwargs={"output_stride": output_stride}, strides=(2, 4), min_levels=3)
+
+
+@requires(_deeplabv3plus_requirements)
+def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: int = 16,
+                  decoder_channels: int = 256, atrous_rates: Sequence[int] = (12, 24, 36),
+                  aspp_separable: bool = True, aspp_dropout: float = 0.5) -> SmpSegmentation:
+    """smp's DeepLabV3+: ASPP on the deepest level (dilated to ``output_stride``) fused with the stride-4 level.
+
+    Args:
+        num_classes: output channels.
+        output_stride: 16 (default) or 8; the registry builds the backbone dilated to it.
+        decoder_channels: ASPP width.
+        atrous_rates: three ASPP dilation rates.
+        aspp_separable: depthwise-separable ASPP convolutions (smp's default for DeepLabV3+).
+        aspp_dropout: dropout after the ASPP projection.
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_choice(output_stride, (8, 16), "output_stride")
+    check_positive_int(decoder_channels, "decoder_channels")
+    rates = check_int_list(atrous_rates, "atrous_rates", length=3)
+    check_bool(aspp_separable, "aspp_separable")
+    _check_probability(aspp_dropout, "aspp_dropout")
+    levels = _levels(backbone, "deeplabv3plus", (2, 4))
+    if levels[-1].stride != output_stride:
+        raise IncompatibleError(f"deeplabv3plus(output_stride={output_stride}) needs the deepest level at stride "
+                                f"{output_stride}, the backbone's is {levels[-1].stride}; build the backbone with "
+                                f"output_stride={output_stride} (registry.build does this for you)")
+    # smp's decoder reads features[2] (stride 4) and features[-1] (the deepest level).
+    decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
+                                   out_channels=decoder_channels, atrous_rates=rates, output_stride=output_stride,
+                                   aspp_separable=aspp_separable, aspp_dropout=aspp_dropout)
+    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder_channels, num_classes, kernel_size=1),
+                           divisor=output_stride, name="deeplabv3plus")
+
+
+@requires(lambda **_: Requirements(strides=(2, 4, 8), min_levels=4))
+def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int = 256) -> SmpSegmentation:
+    """smp's UPerNet (Xiao et al. 2018): a PSP module on the deepest level and an FPN over strides 4 and up,
+    fused at stride 4.  Resizes by interpolation, so any input size works.
+
+    Args:
+        num_classes: output channels.
+        decoder_channels: width of the PSP/FPN branches.
+    """
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(decoder_channels, "decoder_channels")
+    levels = _levels(backbone, "upernet", (2, 4, 8))
+    if len(levels) < 4:
+        raise IncompatibleError(f"upernet needs a level deeper than stride 8 for its PSP module, the backbone's "
+                                f"deepest is stride {levels[-1].stride}; build it with output_stride 16 or 32")
+    decoder = UPerNetDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
+                             decoder_channels=decoder_channels)
+    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder_channels, num_classes, kernel_size=1),
+                           name="upernet")
+
+
+def _backbone_in_channels(backbone: nn.Module) -> int:
+    """Channels of the stride-1 entry (the input image) in smp's feature list."""
+    return int(getattr(backbone, "in_channels", 3))
+
+
+def _check_probability(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"must be a number in [0, 1), got {value!r}", path=name)
+    return float(value)
