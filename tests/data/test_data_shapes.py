@@ -15,6 +15,9 @@ from pycocotools.coco import COCO
 from vertebra.data import SHAPE_CATEGORIES, generate_shapes
 from vertebra.errors import ConfigError
 
+# pycocotools 2.0.x's annToMask warns under numpy 2 on every call (harmless; see vertebra.data._cocofile)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 def _load(path):
     return json.loads(path.read_text())

@@ -14,13 +14,15 @@ import io
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DataError
 
@@ -129,13 +131,18 @@ def check_image_files(coco: COCO, image_dir: PathLike, ann_file: PathLike) -> Pa
 
 
 def decode_rgb(path: Path, context: str) -> tv_tensors.Image:
-    """Decode any image file as a uint8 RGB ``tv_tensors.Image``; ``context`` says which record it is."""
+    """Decode any image file Pillow reads as a uint8 RGB ``tv_tensors.Image`` (3, H, W).
+
+    Pillow rather than ``torchvision.io``: torchvision 0.29 deprecated its decoders, and Pillow
+    also reads BMP/TIFF.  ``context`` names the record in the error message.
+    """
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except Exception as error:  # torchvision raises RuntimeError for undecodable bytes
+        with Image.open(path) as handle:
+            array = np.asarray(handle.convert("RGB"))  # convert() forces the full decode
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         raise DataError(f"image file {str(path)!r} ({context}) cannot be decoded: "
                         f"{str(error).strip() or type(error).__name__}; replace or remove the file") from error
-    return tv_tensors.Image(image)
+    return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
 def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
@@ -170,6 +177,18 @@ def polygon_problem(segmentation: Any) -> str | None:
         if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
             return "a polygon with fewer than 3 points"
     return None
+
+
+def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
+    """``coco.annToMask(ann)`` (H, W) uint8, without pycocotools' numpy-2 DeprecationWarning.
+
+    pycocotools 2.0.x builds its decoded array through an ``__array__`` that lacks numpy 2's
+    ``copy`` keyword, which warns on every call; the result is correct, the warning is noise.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        return coco.annToMask(ann)
 
 
 def empty_boxes(height: int, width: int) -> tv_tensors.BoundingBoxes:

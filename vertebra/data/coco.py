@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import DataError
-from ._cocofile import (PathLike, check_image_files, clipped_box, empty_boxes, load_coco, polygon_problem,
-                        read_image)
+from ._cocofile import (PathLike, annotation_mask, check_image_files, clipped_box, empty_boxes, load_coco,
+                        polygon_problem, read_image)
 
 __all__ = ["CocoDetection"]
 
@@ -101,7 +101,7 @@ class CocoDetection(Dataset):
                               dtype=torch.int64)
         target: Target = {"boxes": boxes, "labels": labels, "image_id": image_id}
         if self.with_masks:
-            masks = [torch.from_numpy(self.coco.annToMask(ann)) for ann, _ in anns]
+            masks = [torch.from_numpy(annotation_mask(self.coco, ann)) for ann, _ in anns]
             target["masks"] = tv_tensors.Mask(torch.stack(masks) if masks
                                               else torch.zeros((0, height, width), dtype=torch.uint8))
         return target

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import ConfigError, DataError, UnknownNameError
-from ._cocofile import PathLike, check_image_files, decode_rgb, load_coco, polygon_problem, read_image
+from ._cocofile import (PathLike, annotation_mask, check_image_files, decode_rgb, load_coco, polygon_problem,
+                        read_image)
 
 __all__ = ["CocoSemantic", "MaskFolderSegmentation", "COCO_VOC_CATEGORY_IDS", "IGNORE_INDEX"]
 
@@ -135,7 +136,7 @@ class CocoSemantic(Dataset):
         anns = self._annotations[image_id]
         if not anns:
             return torch.zeros((record["height"], record["width"]), dtype=torch.int64)
-        masks = torch.from_numpy(np.stack([self.coco.annToMask(ann) for ann in anns])).to(torch.int64)
+        masks = torch.from_numpy(np.stack([annotation_mask(self.coco, ann) for ann in anns])).to(torch.int64)
         labels = torch.tensor([self.category_id_to_label[ann["category_id"]] for ann in anns])
         semantic = (masks * labels[:, None, None]).amax(0)
         semantic[masks.sum(0) > 1] = IGNORE_INDEX
