@@ -61,10 +61,15 @@ def test_two_gloo_ranks_match_one_process(shapes_val, ground_truth, as_predictio
                  for rank in range(2)]
     for process in processes:
         process.start()
-    results = dict(queue.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    try:
+        results = dict(queue.get(timeout=120) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+    finally:  # never leave a hung rank behind
+        for process in processes:
+            if process.is_alive():
+                process.kill()
     per_class = expected.pop("per_class_iou")
     assert 0 < expected["AP"] < 1 and 0 < expected["mIoU"] < 1  # a non-trivial point to agree on
     for rank in (0, 1):
