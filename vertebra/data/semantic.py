@@ -39,7 +39,8 @@ class CocoSemantic(Dataset):
     Every annotation of a chosen category is rasterised; pixel value = its label (1..K in the
     order of ``categories``); pixels covered by two or more annotations become 255 (ignore),
     because which one is right is unknown; the rest is 0 (background).  Annotations of other
-    categories are treated as background.
+    categories are treated as background; crowd regions are painted like any other instance, as
+    torchvision's references do.
 
     Args:
         image_dir, ann_file: as for :class:`~vertebra.data.CocoDetection`.
