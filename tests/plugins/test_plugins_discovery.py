@@ -146,3 +146,18 @@ def test_settings_parse_the_environment():
                                           "VERTEBRA_DISABLE_PLUGINS": " a, ,b "})
     assert settings == _loader.Settings(strict=True, autoload=True, disabled=frozenset({"a", "b"}))
     assert _loader.Settings.from_env({}) == _loader.Settings()
+
+
+def test_builtin_skips_a_family_module_that_does_not_exist(monkeypatch):
+    """Needs the built-in families: the others stay registered when one module is absent."""
+    from vertebra.plugins import builtin
+
+    monkeypatch.setattr(builtin, "BACKBONE_MODULES",
+                        builtin.BACKBONE_MODULES + ("vertebra.backbones.no_such_family",))
+    with pytest.warns(PluginWarning, match="vertebra.backbones.no_such_family is missing"):
+        names = registry.list_backbones()
+    assert "efficientnet_b0" in names and _status("vertebra").status == "loaded"
+    registry._reset()
+    monkeypatch.setenv("VERTEBRA_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="'vertebra'.*no_such_family"):
+        registry.list_backbones()

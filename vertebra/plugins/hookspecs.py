@@ -9,6 +9,10 @@ hooks below.  Make it discoverable with one entry point in your ``pyproject.toml
 vertebra loads plugins lazily, on the first registry call, each in isolation: a plugin that fails to
 import or raises in a hook is reported (a warning, or a :class:`~vertebra.errors.PluginError` with
 ``VERTEBRA_STRICT_PLUGINS=1``) and every other plugin still loads.
+
+Without packaging, ``vertebra.registry.register_plugin(module_or_object, "name")`` loads a plugin
+at run time (a failure then raises).  To test the entry point itself, :mod:`vertebra.plugins.testing`
+writes a ``*.dist-info`` for your module and mounts it on ``sys.path``.
 """
 
 from __future__ import annotations

@@ -61,7 +61,10 @@ def describe(name: str, kind: str | None = None) -> Description:
         if not found:
             if ":" in name:  # let lookup explain an unknown plugin or qualified name
                 cat.lookup("backbone", name)
-            raise cat.unknown("backbone or head", name, cat.names("backbone") + cat.names("head"))
+            error = cat.unknown("backbone or head", name, cat.names("backbone") + cat.names("head"))
+            error.args = (error.args[0].replace("registered backbone or heads:", "registered names:")
+                          .replace("no backbone or heads are", "no backbones or heads are"),)
+            raise error
         entry = cat.lookup(found[0], name)
     key = ("describe", entry.kind, entry.qualified_name)
     if key not in cat.cache:
