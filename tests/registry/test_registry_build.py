@@ -152,3 +152,35 @@ def test_weights_are_loaded_after_building(fake, tmp_path):
     again = registry.build("pool", backbone="pyramid", num_classes=3, weights=path)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(again.eval()(x), model.eval()(x))
+
+
+def _register_meta_hostile(registry, name="hostile"):
+    import registry_fakes
+
+    def hostile(*, output_stride: int = 32, out_indices=None):
+        """Needs real tensors while building (reads a value), so it cannot be probed on meta."""
+        if torch.empty(0).device.type == "meta":
+            raise NotImplementedError("cannot read values of meta tensors")
+        return registry_fakes.pyramid(output_stride=output_stride, out_indices=out_indices)
+
+    class Hostile:
+        from vertebra.plugins import hookimpl
+
+        @hookimpl
+        def vertebra_register_backbones(self, register):
+            register(name, hostile)
+
+    registry.register_plugin(Hostile(), name)
+
+
+def test_backbone_that_cannot_run_on_meta_is_checked_after_the_real_build(fake):
+    _register_meta_hostile(fake)
+    model = registry.build("dense", backbone="hostile")
+    assert model.backbone.output_stride == 16
+    with pytest.raises(IncompatibleError, match="stride 8"):
+        registry.build("dense", backbone={"name": "hostile", "out_indices": [4]})
+
+
+def test_compatible_skips_a_backbone_it_cannot_probe(fake):
+    _register_meta_hostile(fake)
+    assert registry.compatible("pool") == ["flat", "picky", "pyramid"]

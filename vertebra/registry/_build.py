@@ -147,13 +147,19 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
                                                path=backbone_path)
     requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs)
     injected = {k for k in requirements.backbone_kwargs if k not in backbone_kwargs}
-    probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
-                           head=head_entry)
-    problem = _feature_problem(head_entry, backbone_entry, requirements, probe, backbone_kwargs)
-    if problem:
-        raise IncompatibleError(problem)
+    try:
+        probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
+                               head=head_entry)
+    except VertebraError:
+        raise
+    except Exception:  # noqa: BLE001 - a factory that cannot run on meta: check the real module instead
+        probe = None
+    if probe is not None:
+        _raise_if_incompatible(head_entry, backbone_entry, requirements, probe, backbone_kwargs)
     module = _make_backbone(backbone_entry, merged, path=backbone_path, meta=False, injected=injected,
                             head=head_entry)
+    if probe is None:
+        _raise_if_incompatible(head_entry, backbone_entry, requirements, module, backbone_kwargs)
     _set_config(module, {"name": backbone_name, **copy.deepcopy(backbone_kwargs)})
     model = call_factory(head_entry.factory, (module,), head_kwargs, where=f"head {head!r}", path=path,
                          signature=head_signature)
@@ -262,13 +268,23 @@ def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, m
     return None
 
 
+def _raise_if_incompatible(head: Entry, backbone: Entry, requirements: Requirements, module: Any,
+                           backbone_kwargs: Mapping[str, Any]) -> None:
+    problem = _feature_problem(head, backbone, requirements, module, backbone_kwargs)
+    if problem:
+        raise IncompatibleError(problem)
+
+
 def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any]) -> str | None:
+    """Why the pair does not fit (``None`` when it does); a backbone that cannot even be probed does not fit."""
     try:
         requirements, merged = _plan(head, backbone, head_kwargs, {})
         probe = _make_backbone(backbone, merged, path="backbone", meta=True,
                                injected=set(requirements.backbone_kwargs), head=head)
     except VertebraError as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
+        return f"backbone {backbone.qualified_name!r} cannot be built on the meta device: {type(exc).__name__}: {exc}"
     return _feature_problem(head, backbone, requirements, probe, {})
 
 
