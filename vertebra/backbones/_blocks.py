@@ -36,10 +36,9 @@ class _ResidualBlock(nn.Module):
     pass does no more Python work than torchvision's.
     """
 
-    block: nn.Sequential
-
-    def __init__(self, out_channels: int, residual: bool, drop_path: float):
+    def __init__(self, layers: list[nn.Module], out_channels: int, residual: bool, drop_path: float):
         super().__init__()
+        self.block = nn.Sequential(*layers)
         self.out_channels = out_channels
         self.use_res_connect = residual
         self.stochastic_depth = StochasticDepth(drop_path, "row")
@@ -64,7 +63,6 @@ class InvertedResidual(_ResidualBlock):
     def __init__(self, in_channels: int, expanded_channels: int, out_channels: int, *, kernel: int,
                  stride: int, dilation: int, use_se: bool, activation: Callable[..., nn.Module],
                  norm_layer: NormLayer, residual: bool, drop_path: float = 0.0):
-        super().__init__(out_channels, residual, drop_path)
         layers: list[nn.Module] = []
         if expanded_channels != in_channels:
             layers.append(Conv2dNormActivation(in_channels, expanded_channels, kernel_size=1,
@@ -77,7 +75,7 @@ class InvertedResidual(_ResidualBlock):
             layers.append(SqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
         layers.append(Conv2dNormActivation(expanded_channels, out_channels, kernel_size=1,
                                            norm_layer=norm_layer, activation_layer=None))
-        self.block = nn.Sequential(*layers)
+        super().__init__(layers, out_channels, residual, drop_path)
 
 
 class MBConv(_ResidualBlock):
@@ -89,7 +87,6 @@ class MBConv(_ResidualBlock):
 
     def __init__(self, in_channels: int, out_channels: int, *, expand_ratio: float, kernel: int,
                  stride: int, dilation: int, norm_layer: NormLayer, residual: bool, drop_path: float):
-        super().__init__(out_channels, residual, drop_path)
         expanded = make_divisible(in_channels * expand_ratio, 8)
         layers: list[nn.Module] = []
         if expanded != in_channels:
@@ -102,7 +99,7 @@ class MBConv(_ResidualBlock):
                                         activation=partial(nn.SiLU, inplace=True)))
         layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1,
                                            norm_layer=norm_layer, activation_layer=None))
-        self.block = nn.Sequential(*layers)
+        super().__init__(layers, out_channels, residual, drop_path)
 
 
 class FusedMBConv(_ResidualBlock):
@@ -114,7 +111,6 @@ class FusedMBConv(_ResidualBlock):
 
     def __init__(self, in_channels: int, out_channels: int, *, expand_ratio: float, kernel: int,
                  stride: int, dilation: int, norm_layer: NormLayer, residual: bool, drop_path: float):
-        super().__init__(out_channels, residual, drop_path)
         expanded = make_divisible(in_channels * expand_ratio, 8)
         if expanded != in_channels:
             layers = [
@@ -127,7 +123,7 @@ class FusedMBConv(_ResidualBlock):
             layers = [Conv2dNormActivation(in_channels, out_channels, kernel_size=kernel, stride=stride,
                                            dilation=dilation, norm_layer=norm_layer,
                                            activation_layer=nn.SiLU)]
-        self.block = nn.Sequential(*layers)
+        super().__init__(layers, out_channels, residual, drop_path)
 
 
 def init_weights(module: nn.Module) -> None:
