@@ -1,0 +1,38 @@
+"""Training and evaluation: ``vertebra train``, ``vertebra eval`` and ``vertebra quickstart``.
+
+- :func:`load_config` / :class:`TrainConfig`: the YAML schema (``config.py``), ``--set`` overrides.
+- :func:`train`: resumable, DDP-aware training loop writing checkpoints, a JSON-lines log and PNGs.
+- :func:`evaluate`: COCO AP / mIoU / top-k of a checkpoint on the validation split.
+
+Names load on first use so ``import vertebra.engine`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "TrainConfig": ".config",
+    "load_config": ".config",
+    "parse_config": ".config",
+    "train": ".loop",
+    "evaluate": ".loop",
+    "RunResult": ".loop",
+    "NonFiniteLossError": ".runtime",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig, load_config, parse_config
+    from .loop import RunResult, evaluate, train
+    from .runtime import NonFiniteLossError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vertebra.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,275 @@
+"""The training config: one YAML file, plain data, every key checked before anything is built.
+
+A config is ``model`` (a registry config, handed untouched to ``registry.build_from_config``) plus
+``task``, ``data``, ``optimizer``, ``schedule`` and a few flat run settings (``epochs``,
+``batch_size``, ``seed``, ``amp`` ...).  The schema is a tree of dataclasses, so the valid keys are
+visible in one place and an unknown key is refused with its dotted path and the keys that *are*
+valid (``optimizer.momentun -> did you mean 'momentum'?``), instead of being silently ignored.
+
+``--set key.path=value`` overrides are applied to the raw dict before validation; values are parsed
+with ``yaml.safe_load`` so ``--set optimizer.lr=1e-3`` is a float and ``--set ema=null`` turns EMA off.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = [
+    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "TASKS",
+    "load_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
+]
+
+TASKS = ("detection", "instance", "semantic", "classification")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from.
+
+    ``format``: ``shapes`` generates vertebra's built-in COCO set (into ``root``, default
+    ``<out>/data``) and reads it like ``coco``; ``coco`` reads ``instances_*.json`` + image folders
+    (detection, instance, and semantic via category masks); ``mask_folder`` reads image/mask folder
+    pairs (semantic); ``image_folder`` reads class sub-folders (classification).
+    """
+
+    format: Literal["shapes", "coco", "mask_folder", "image_folder"] = "shapes"
+    root: str | None = None
+    train_images: str | None = None
+    train_annotations: str | None = None
+    val_images: str | None = None
+    val_annotations: str | None = None
+    categories: list | None = None      # semantic: subset (names or ids) mapped to 1..K
+    size: int | None = 128              # transform size; None keeps the native size
+    num_workers: int = 0
+    # only for format=shapes
+    num_train: int = 64
+    num_val: int = 16
+    image_size: int = 128
+    shapes_seed: int = 0
+
+
+@dataclass
+class OptimizerConfig:
+    """SGD, AdamW or RMSProp.  ``eps=None`` takes the optimizer's own default.
+
+    MobileNetV3 / EfficientNet were trained with TF's RMSProp, whose epsilon sits *inside* the
+    square root; PyTorch's sits outside, so TF's ``eps=1e-3`` corresponds to roughly ``eps=0.0316``
+    here (torchvision's reference recipes use ``eps=0.0316, alpha=0.9``).  See ``optim.py``.
+    """
+
+    name: Literal["sgd", "adamw", "rmsprop"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    nesterov: bool = False
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    alpha: float = 0.9
+    eps: float | None = None
+    no_weight_decay_norm: bool = True   # no decay on BatchNorm weights and biases
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-step learning-rate schedule: linear warmup, then cosine / step / constant."""
+
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.001       # lr multiplier at step 0 of warmup
+    min_lr_ratio: float = 0.0          # cosine floor, as a fraction of lr
+    milestones: list = field(default_factory=list)   # step: epochs at which lr *= gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs.  ``model`` is a registry config (``{head, backbone, ...}``).
+
+    ``model.num_classes`` may be left out: it is filled from the data (categories + background for
+    detection / instance / semantic, classes for classification).
+    """
+
+    model: dict = field(default_factory=dict)
+    task: Literal["detection", "instance", "semantic", "classification"] = "detection"
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 10
+    batch_size: int = 4
+    eval_batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only; ignored (off) on CPU with a warning
+    channels_last: bool = False
+    clip_grad_norm: float | None = None
+    ema: float | None = None                   # EMA decay per step, e.g. 0.999; None = off
+    bn_momentum: float | None = None           # override BatchNorm momentum (None keeps the model's);
+                                               # short runs from scratch want ~0.1 so running stats keep up
+    eval_every: int = 1                        # epochs between evaluations (the last is always evaluated)
+    log_every: int = 20                        # optimizer steps between 'step' records in metrics.jsonl
+    init_weights: str | None = None            # a file or named entry for vertebra.weights.load_weights
+    out: str | None = None                     # output folder; the CLI's --out wins
+    max_steps_per_epoch: int | None = None     # cap for smoke tests / quick runs
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config (``yaml.safe_load``), apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level, "
+                          f"got {type(raw).__name__}")
+    return parse_config(apply_overrides(raw, overrides))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optimizer.lr=0.01"`` -> ``(["optimizer", "lr"], 0.01)``; the value goes through yaml.safe_load."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} must look like key.path=value (e.g. optimizer.lr=0.01)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot parse the value of override {text!r}: {error}") from None
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict:
+    """A deep copy of ``raw`` with every ``key.path=value`` set (intermediate mappings created)."""
+    result = copy.deepcopy(dict(raw))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"cannot set {'.'.join(parts)!r}: {where!r} is a value "
+                                  f"({child!r}), not a section", path=where)
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
+    """Validate a plain dict into a :class:`TrainConfig` (unknown keys and bad types -> ConfigError)."""
+    config = _build(TrainConfig, raw, path="")
+    if not isinstance(config.model, dict) or "head" not in config.model:
+        raise ConfigError("the model section must be a registry config with at least a 'head' "
+                          "(e.g. {head: lraspp, backbone: {name: mobilenet_v3_large}})", path="model")
+    for name in ("epochs", "batch_size", "eval_every", "log_every"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"must be at least 1, got {getattr(config, name)}", path=name)
+    if config.ema is not None and not 0.0 < config.ema < 1.0:
+        raise ConfigError(f"EMA decay must be between 0 and 1 (e.g. 0.999), got {config.ema}", path="ema")
+    if config.bn_momentum is not None and not 0.0 < config.bn_momentum <= 1.0:
+        raise ConfigError(f"must be in (0, 1] or null, got {config.bn_momentum}", path="bn_momentum")
+    if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
+        raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
+    if config.optimizer.lr <= 0:
+        raise ConfigError(f"must be positive, got {config.optimizer.lr}", path="optimizer.lr")
+    return config
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """Plain nested dict (what checkpoints store and ``parse_config`` reads back)."""
+    return dataclasses.asdict(config)
+
+
+# -- the tiny schema checker ------------------------------------------------------------------
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    where = path or "the training config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"expected a mapping of keys for {where}, got {type(raw).__name__} ({raw!r})",
+                          path=path or None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in raw if key not in fields]
+    if unknown:
+        raise ConfigError.unknown_keys([str(k) for k in unknown], fields, where=where, path=path or None)
+    hints = typing.get_type_hints(cls)
+    values = {key: _check(hints[key], value, f"{path}.{key}" if path else key) for key, value in raw.items()}
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, {} if value is None else value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check(option, value, path)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"expected {_describe(hint)}, got {value!r}", path=path)
+    if origin is Literal:
+        if value is False and "off" in args:   # YAML reads a bare `off` as False
+            return "off"
+        if value not in args:
+            raise ConfigError(f"must be one of {', '.join(map(repr, args))}, got {value!r}", path=path)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", path=path)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", path=path)
+        return value
+    if hint is float:
+        if isinstance(value, str):    # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", path=path)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", path=path)
+        return value
+    if hint is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"expected a list, got {value!r}", path=path)
+        return list(value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a mapping, got {value!r}", path=path)
+        return copy.deepcopy(dict(value))
+    raise TypeError(f"schema type {hint!r} at {path} is not handled")  # a bug in the schema, not user input
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")
