@@ -1,0 +1,146 @@
+"""torch.distributed, only as much as training needs: start from torchrun's env, shard, reduce.
+
+``torchrun --nproc_per_node=N -m vertebra train CONFIG`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``; :func:`init_from_env` starts a process group
+from them (gloo on CPU, nccl on CUDA).  Without those variables everything here degrades to the
+single-process case, so the training loop has one code path.
+
+:class:`EpochSampler` is the data order: a permutation that depends only on ``(seed, epoch)``,
+padded to a multiple of the world size and sliced per rank (like ``DistributedSampler``), with a
+``start`` offset so a run resumed in the middle of an epoch skips exactly the batches it already did.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = ["DistInfo", "init_from_env", "shutdown", "EpochSampler", "all_reduce_sum",
+           "all_gather_objects", "broadcast_object", "barrier", "sync_buffers"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 logs, draws and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes in the environment (no-op for a single process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks in place (returns the tensor); identity for one process."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl" and tensor.device.type != "cuda":   # NCCL reduces CUDA tensors only
+            staged = tensor.cuda()
+            dist.all_reduce(staged, op=dist.ReduceOp.SUM)
+            tensor.copy_(staged.cpu())
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (e.g. a stop decision)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every rank
+    holds statistics updated from its own batch.  Evaluating (and checkpointing) after this call
+    makes every rank score the exact model rank 0 saves.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        if dist.get_backend() == "nccl" and buffer.device.type != "cuda":
+            staged = buffer.cuda()
+            dist.broadcast(staged, src=src)
+            buffer.copy_(staged.cpu())
+        else:
+            dist.broadcast(buffer, src=src)
+
+
+class EpochSampler(Sampler[int]):
+    """Indices for one rank; the order is a function of ``(seed, epoch)`` only.
+
+    Call :meth:`set_epoch` before each epoch.  ``set_epoch(e, start=k)`` skips the first ``k``
+    indices of this rank's share (``k = batches_done * batch_size``) when resuming mid-epoch.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 pad: bool = True):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad and self.world_size > 1 and order:
+            total = -(-self.size // self.world_size) * self.world_size
+            order += order[: total - self.size]
+        return order[self.rank:: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start:])
+
+    def __len__(self) -> int:
+        return max(len(self._indices()) - self.start, 0)

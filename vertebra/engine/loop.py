@@ -1,0 +1,426 @@
+"""The training and evaluation loops: one code path for CPU, CUDA, AMP, EMA and DDP.
+
+``train(config)`` runs epochs of optimizer steps, evaluates, writes ``OUT/last.pth`` after every
+epoch (and when SIGTERM / Ctrl-C arrives), logs ``OUT/metrics.jsonl`` and finally draws
+``OUT/curves.png`` and ``OUT/predictions.png``.  ``train(config, resume=True)`` continues from
+``OUT/last.pth`` and reaches the same weights an uninterrupted run reaches: the data order is a
+function of ``(seed, epoch)`` (:class:`EpochSampler`), the RNG states of every rank are restored,
+and a run stopped mid-epoch skips exactly the batches it already did (bit-exact with
+``num_workers=0``; with worker processes augmentation randomness is re-drawn per epoch instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, ConfigError
+from . import checkpoint as ckpt
+from .config import TrainConfig, config_to_dict, parse_config
+from .distributed import (DistInfo, EpochSampler, all_gather_objects, all_reduce_sum, barrier,
+                          init_from_env, sync_buffers)
+from .optim import build_optimizer, build_scheduler
+from .report import JsonlLog, plot_curves, read_jsonl, save_image_grid
+from .runtime import (NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler,
+                      resolve_device, seed_everything)
+from .tasks import DataBundle, Task, build_data, make_task, prepare_data
+
+__all__ = ["train", "evaluate", "RunResult", "build_model"]
+
+CHECKPOINT_NAME = "last.pth"
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run produced."""
+
+    out_dir: Path
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+    images_per_s: float = 0.0
+    epochs_done: int = 0
+    stopped_by: str | None = None     # "SIGTERM" / "SIGINT" when a signal ended the run early
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
+    """The registry model of ``config.model``; ``num_classes`` filled from the data when left out."""
+    from .. import registry
+
+    model_config = dict(config.model)
+    if "num_classes" not in model_config:
+        model_config["num_classes"] = bundle.num_classes
+    elif isinstance(model_config["num_classes"], int) and model_config["num_classes"] < bundle.num_classes:
+        raise ConfigError(f"the data has {bundle.num_classes} classes ({', '.join(bundle.class_names)}) but the "
+                          f"model predicts {model_config['num_classes']}; remove model.num_classes to fill it "
+                          f"from the data", path="model.num_classes")
+    model = registry.build_from_config(model_config)
+    if config.init_weights:
+        from ..weights import load_weights
+
+        load_weights(model, config.init_weights)
+    return model
+
+
+def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """A training setting, not architecture: the state_dict is unchanged."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = momentum
+
+
+def _loader(dataset: Any, sampler: EpochSampler, batch_size: int, bundle: DataBundle, workers: int,
+             drop_last: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=bundle.collate,
+                      num_workers=workers, drop_last=drop_last, generator=generator,
+                      persistent_workers=False, pin_memory=False)
+
+
+class _Run:
+    """State of one training run; ``train()`` is the public face."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool,
+                 on_step: Callable[[int, int], None] | None):
+        self.config, self.out_dir, self.progress, self.on_step = config, out_dir, progress, on_step
+        self.dist: DistInfo = init_from_env(resolve_device(config.device).type)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        seed_everything(config.seed)
+        if self.dist.is_main:
+            prepare_data(config.task, config.data, out_dir)
+        barrier()
+        self.bundle = build_data(config.task, config.data, out_dir)
+        self.task: Task = make_task(config.task, self.bundle, self.device, config.channels_last)
+        self.model = build_model(config, self.bundle).to(self.device)
+        if config.bn_momentum is not None:
+            _set_bn_momentum(self.model, config.bn_momentum)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = amp_dtype(config.amp, self.device)
+        self.scaler = make_scaler(self.amp, self.device)
+        self.ema = make_ema(self.model, config.ema)
+        self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.train_sampler = EpochSampler(len(self.bundle.train), shuffle=True, seed=config.seed,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)
+        per_rank = len(self.train_sampler)
+        self.steps_per_epoch = per_rank // config.batch_size
+        if config.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the {per_rank} training images "
+                              f"each of the {self.dist.world_size} process(es) gets; lower batch_size",
+                              path="batch_size")
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, epochs=config.epochs,
+                                         steps_per_epoch=self.steps_per_epoch)
+        self.val_sampler = EpochSampler(len(self.bundle.val), shuffle=False, seed=config.seed,
+                                        rank=self.dist.rank, world_size=self.dist.world_size, pad=False)
+        self.train_module: nn.Module = self.model
+        if self.dist.enabled:
+            self.train_module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.running = {"loss_sums": {}, "images": 0, "seconds": 0.0}
+        self.history: list[dict] = []
+        self.checkpoint_path = out_dir / CHECKPOINT_NAME
+        self.log = JsonlLog(out_dir / "metrics.jsonl") if self.dist.is_main else None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        rng = all_gather_objects(ckpt.capture_rng())
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "running": {"loss_sums": dict(self.running["loss_sums"]), "images": self.running["images"],
+                        "seconds": self.running["seconds"]},
+            "rng": rng, "world_size": self.dist.world_size,
+            "config": config_to_dict(self.config),
+            "model_config": getattr(self.model, "config", None),
+            "history": self.history,
+        }
+
+    def save(self) -> None:
+        sync_buffers(self.model)                  # rank 0's statistics: what every rank evaluates
+        if self.ema is not None:
+            sync_buffers(self.ema)
+        state = self.state()                      # collective (gathers RNG states): every rank calls it
+        if self.dist.is_main:
+            ckpt.save_training_checkpoint(self.checkpoint_path, state)
+        barrier()
+
+    def resume(self) -> None:
+        path = self.checkpoint_path
+        if not path.exists():
+            raise CheckpointError(f"nothing to resume: {str(path)!r} does not exist; run without --resume "
+                                  f"to start, or pass the --out folder of the run to continue")
+        state = ckpt.load_training_checkpoint(path)
+        ckpt.check_architecture(state, self.model, path)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise CheckpointError(f"{str(path)!r} was trained without EMA; resume with ema=null")
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.running = state["running"]
+        self.history = list(state.get("history", []))
+        rng = state.get("rng") or []
+        if state.get("world_size") == self.dist.world_size and len(rng) > self.dist.rank:
+            ckpt.restore_rng(rng[self.dist.rank])
+        if self.log is not None:          # the log is rewritten from the checkpoint's history
+            self.log.path.write_text("")
+            for record in self.history:
+                self.log.write(record)
+
+    # -- one epoch -----------------------------------------------------------------------------
+    def _record(self, record: dict) -> None:
+        self.history.append(record)
+        if self.log is not None:
+            self.log.write(record)
+
+    def train_epoch(self, stop: StopSignal) -> bool:
+        """Run the rest of the current epoch; False when a signal stopped it (checkpoint written)."""
+        config = self.config
+        self.train_module.train()
+        self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
+        loader = _loader(self.bundle.train, self.train_sampler, config.batch_size, self.bundle,
+                         config.data.num_workers, True, config.seed * 1000 + self.epoch)
+        remaining = self.steps_per_epoch - self.step_in_epoch
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
+                   desc=f"epoch {self.epoch + 1}/{config.epochs}", disable=not (self.progress and self.dist.is_main))
+        start = time.perf_counter()
+        iterator = iter(loader)
+        for _ in range(remaining):
+            batch = next(iterator)
+            with autocast_context(self.amp, self.device):
+                loss, parts, count = self.task.loss(self.train_module, batch)
+            values = torch.stack([loss.detach().float(), *(v.float() for v in parts.values()),
+                                  torch.tensor(float(count), device=loss.device),
+                                  torch.tensor(float(stop.received is not None), device=loss.device)])
+            values = all_reduce_sum(values.cpu().double())
+            if not math.isfinite(values[0].item()):
+                self._diverged(values[0].item())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if config.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            world = self.dist.world_size
+            sums = self.running["loss_sums"]
+            for key, value in zip(["loss", *parts], values[:-2].tolist()):
+                sums[key] = sums.get(key, 0.0) + value / world
+            self.running["images"] += int(values[-2].item())
+            elapsed = time.perf_counter() - start
+            rate = self.running["images"] / max(self.running["seconds"] + elapsed, 1e-9)
+            bar.set_postfix(loss=f"{values[0].item() / world:.3f}", img_s=f"{rate:.1f}")
+            if self.global_step % config.log_every == 0:
+                self._record({"kind": "step", "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
+                              "step": self.global_step, "loss": values[0].item() / world,
+                              "lr": self.optimizer.param_groups[0]["lr"]})
+            bar.update(1)
+            if self.on_step is not None:
+                self.on_step(self.epoch, self.step_in_epoch)
+            if values[-1].item() > 0 and self.step_in_epoch < self.steps_per_epoch:
+                self.running["seconds"] += time.perf_counter() - start
+                bar.close()
+                self.save()
+                return False
+        bar.close()
+        self.running["seconds"] += time.perf_counter() - start
+        steps = self.steps_per_epoch
+        record = {"kind": "train", "epoch": self.epoch + 1, "step": self.global_step,
+                  "lr": self.optimizer.param_groups[0]["lr"],
+                  **{k: v / steps for k, v in self.running["loss_sums"].items()},
+                  "images_per_s": self.running["images"] / max(self.running["seconds"], 1e-9),
+                  "seconds": self.running["seconds"]}
+        self._record(record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.running = {"loss_sums": {}, "images": 0, "seconds": 0.0}
+        return True
+
+    def _diverged(self, value: float) -> None:
+        kept = (f"the last good checkpoint {str(self.checkpoint_path)!r} (after epoch {self._saved_epoch()}) "
+                f"was kept") if self.checkpoint_path.exists() else "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"the training loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; "
+            f"stopped. {kept}. Lower optimizer.lr, add warmup (schedule.warmup_epochs) or set clip_grad_norm")
+
+    def _saved_epoch(self) -> Any:
+        try:
+            return ckpt.load_training_checkpoint(self.checkpoint_path)["epoch"]
+        except Exception:  # only for the message
+            return "?"
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict[str, float]:
+        sync_buffers(self.model)
+        if self.ema is not None:
+            sync_buffers(self.ema)
+        return run_evaluation(self.task, self.eval_model(), self.bundle, self.val_sampler, self.config)
+
+
+def run_evaluation(task: Task, model: nn.Module, bundle: DataBundle, sampler: EpochSampler,
+                   config: TrainConfig) -> dict[str, float]:
+    """Metrics of ``model`` on this rank's share of the val split, reduced over all ranks."""
+    was_training = model.training
+    model.eval()
+    task.eval_reset()
+    loader = _loader(bundle.val, sampler, config.eval_batch_size or config.batch_size, bundle,
+                     config.data.num_workers, False, config.seed)
+    with torch.no_grad():
+        for batch in loader:
+            task.eval_update(model, batch)
+    metrics = task.eval_compute()
+    model.train(was_training)
+    return metrics
+
+
+def _draw_predictions(task: Task, model: nn.Module, bundle: DataBundle, config: TrainConfig, path: Path,
+                      limit: int = 8) -> Path:
+    loader = DataLoader(bundle.val, batch_size=min(limit, len(bundle.val)), shuffle=False,
+                        collate_fn=bundle.collate)
+    was_training = model.training
+    model.eval()
+    images = task.draw(model, next(iter(loader)), limit)
+    model.train(was_training)
+    return save_image_grid(images, path)
+
+
+def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train ``config`` into ``out_dir`` (default ``config.out`` or ``runs/<head>``); see the module doc.
+
+    ``on_step(epoch, step_in_epoch)`` is called after every optimizer step (tests use it to send
+    a signal at a chosen moment).  Raises :class:`NonFiniteLossError` when the loss diverges.
+    """
+    if isinstance(config, dict):
+        config = parse_config(config)
+    out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
+    out.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, out=str(out))
+    run = _Run(config, out, progress=progress, on_step=on_step)
+    if resume:
+        run.resume()
+    elif run.log is not None and run.log.path.exists():
+        run.log.path.write_text("")           # a fresh run starts a fresh log
+    stop = StopSignal()
+    with stop.installed():
+        while run.epoch < config.epochs:
+            if not run.train_epoch(stop):
+                return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
+                                 stopped_by=stop.received)
+            last = run.epoch == config.epochs
+            if last or run.epoch % config.eval_every == 0:
+                metrics = run.evaluate()
+                run._record({"kind": "eval", "epoch": run.epoch, **metrics})
+            run.save()
+            if _agreed(stop.received is not None) and not last:
+                return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
+                                 stopped_by=stop.received)
+    final = next((r for r in reversed(run.history) if r["kind"] == "eval"), {})
+    metrics = {k: v for k, v in final.items() if k not in ("kind", "epoch")}
+    rates = [r["images_per_s"] for r in run.history if r["kind"] == "train"]
+    result = RunResult(out, metrics, run.history, run.checkpoint_path,
+                       images_per_s=sum(rates) / len(rates) if rates else 0.0, epochs_done=run.epoch)
+    if run.dist.is_main:
+        title = f"{config.model.get('head')} on {_backbone_name(config.model)} ({config.task})"
+        result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
+        result.files["predictions"] = _draw_predictions(run.task, run.eval_model(), run.bundle, config,
+                                                        out / "predictions.png")
+    barrier()
+    return result
+
+
+def _agreed(flag: bool) -> bool:
+    """True on every rank when any rank has the flag (so all ranks stop together)."""
+    return all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64))[0].item() > 0
+
+
+def _backbone_name(model_config: dict) -> str:
+    backbone = model_config.get("backbone")
+    return backbone.get("name", "?") if isinstance(backbone, dict) else str(backbone)
+
+
+def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str | Path | None = None,
+             use_ema: bool = True) -> dict[str, float]:
+    """Metrics of a checkpoint on the val split of ``config`` (EMA weights when the run kept them).
+
+    ``checkpoint`` is a file written by :func:`train`; any other file is loaded with
+    :func:`vertebra.weights.load_weights`.  With ``out_dir`` a ``predictions.png`` is drawn there.
+    """
+    if isinstance(config, dict):
+        config = parse_config(config)
+    dist = init_from_env(resolve_device(config.device).type)
+    device = resolve_device(config.device, dist.local_rank)
+    out = Path(out_dir or config.out or Path(checkpoint).parent)   # where training generated its data
+    if dist.is_main:
+        prepare_data(config.task, config.data, out)
+    barrier()
+    bundle = build_data(config.task, config.data, out)
+    model = build_model(config, bundle)
+    path = Path(checkpoint)
+    state = _read_any_checkpoint(path)
+    if state is None:
+        from ..weights import load_weights
+
+        load_weights(model, path)
+    else:
+        ckpt.check_architecture(state, model, path)
+        if use_ema and state.get("ema") is not None:
+            ema = make_ema(model, 0.5)
+            ema.load_state_dict(state["ema"])
+            model = ema.module
+        else:
+            model.load_state_dict(state["model"])
+    model.to(device)
+    task = make_task(config.task, bundle, device, config.channels_last)
+    sampler = EpochSampler(len(bundle.val), shuffle=False, seed=config.seed, rank=dist.rank,
+                           world_size=dist.world_size, pad=False)
+    metrics = run_evaluation(task, model, bundle, sampler, config)
+    if out_dir is not None and dist.is_main:
+        _draw_predictions(task, model, bundle, config, Path(out_dir) / "predictions.png")
+    return metrics
+
+
+def _read_any_checkpoint(path: Path) -> dict | None:
+    """A training checkpoint's dict, or None when ``path`` is some other (weights) file."""
+    from .._io import load_checkpoint
+
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the last.pth a training run "
+                              f"wrote (its --out folder)")
+    if path.suffix == ".safetensors":
+        return None
+    state = load_checkpoint(path)
+    if isinstance(state, dict) and state.get("format") == ckpt.FORMAT:
+        return state
+    return None
