@@ -1,0 +1,277 @@
+"""vertebra.optimize: every rewrite keeps the model's outputs, and the caller's model is left alone.
+
+BatchNorm statistics are randomised before each comparison: with freshly initialised statistics
+(mean 0, var 1, gamma 1, beta 0) folding is almost the identity, and a wrong fold would pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+import vertebra
+from vertebra import registry
+from vertebra.errors import ConfigError, VertebraError
+from vertebra.optimize import FusedConv2d, SqueezeExciteProject, optimize
+
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _randomize_norms(model: nn.Module) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters (in place)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                n = module.num_features if hasattr(module, "num_features") else module.weight.numel()
+                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model
+
+
+def _assert_same(actual, expected, *, rtol=1e-4, atol_scale=1e-5):
+    """assert_close with an absolute tolerance relative to the tensor's magnitude."""
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            _assert_same(actual[key], expected[key], rtol=rtol, atol_scale=atol_scale)
+        return
+    atol = atol_scale * max(expected.abs().max().item(), 1e-30)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def _count(model: nn.Module, kind) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+# -- vertebra backbones and models ------------------------------------------------------------------------
+@pytest.mark.parametrize("name, output_stride", [("mobilenet_v3_large", 32), ("efficientnet_b0", 8),
+                                                  ("efficientnet_v2_s", 32)])
+def test_backbone_outputs_match(name, output_stride):
+    """One backbone per family (EfficientNet dilated: every depthwise conv carries a dilation)."""
+    backbone = _randomize_norms(registry.build_backbone(name, output_stride=output_stride)).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    fast = optimize(backbone)
+    with torch.no_grad():
+        _assert_same(fast(x), backbone(x))
+    report = fast.optimization_report
+    assert report["folded_bn"] == _count(backbone, nn.BatchNorm2d) > 0
+    assert _count(fast, nn.BatchNorm2d) == 0
+    assert report["fused_conv"] > 0 and _count(fast, FusedConv2d) >= report["fused_conv"]
+    assert report["fused_se"] == _count(backbone, SqueezeExcitation) > 0  # all three families use SE
+    assert _count(fast, SqueezeExcitation) == 0
+
+
+@pytest.mark.parametrize("head", ["classifier", "lraspp", "deeplabv3", "unet"])
+def test_classifier_and_segmentation_models_match(head):
+    model = _randomize_norms(registry.build(head, backbone="mobilenet_v3_large", num_classes=5)).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    fast = optimize(model)
+    with torch.no_grad():
+        expected, actual = model(x), fast(x)
+    if isinstance(expected, dict):
+        expected, actual = expected["out"], actual["out"]
+    assert actual.shape == expected.shape
+    _assert_same(actual, expected)
+    assert _count(fast, nn.BatchNorm2d) == 0
+
+
+def test_detection_model_matches():
+    """Faster R-CNN: the feature pyramid matches closely, and so do the final detections' scores."""
+    model = registry.build("fasterrcnn_fpn", backbone="mobilenet_v3_large", num_classes=3,
+                           min_size=96, max_size=96)
+    model = _randomize_norms(model).eval()
+    fast = optimize(model)
+    assert _count(fast, nn.BatchNorm2d) == 0 and fast.optimization_report["folded_bn"] > 0
+    image = torch.rand(3, 96, 96)
+    with torch.no_grad():
+        _assert_same(fast.backbone(image[None]), model.backbone(image[None]))
+        expected, actual = model([image])[0], fast([image])[0]
+    assert len(actual["scores"]) == len(expected["scores"])
+    torch.testing.assert_close(actual["scores"].sort().values, expected["scores"].sort().values,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_torchvision_reference_models_match():
+    """optimize() is not vertebra-specific: torchvision's own models come out equal too."""
+    model = _randomize_norms(torchvision.models.mobilenet_v3_small(num_classes=10)).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        _assert_same(optimize(model)(x), model(x))
+
+
+# -- the caller's model -----------------------------------------------------------------------------------
+def test_callers_model_is_not_mutated():
+    model = _randomize_norms(registry.build("classifier", backbone="mobilenet_v3_small", num_classes=4))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batchnorms = _count(model, nn.BatchNorm2d)
+    fast = optimize(model)
+    assert fast is not model
+    assert model.training and _count(model, nn.BatchNorm2d) == batchnorms
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
+    assert all(p.is_contiguous() for p in model.parameters())  # not converted to channels_last
+    assert not fast.training
+
+
+def test_inplace_rewrites_the_given_model():
+    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    reference = copy.deepcopy(model)
+    same = optimize(model, inplace=True)
+    assert same is model and _count(model, nn.BatchNorm2d) == 0
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        _assert_same(same(x), reference(x))
+
+
+# -- each rewrite on its own --------------------------------------------------------------------------------
+def test_switches_turn_rewrites_off():
+    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    plain = optimize(model, fold_bn=False, channels_last=False, fuse=False)
+    assert _count(plain, nn.BatchNorm2d) == _count(model, nn.BatchNorm2d)
+    assert _count(plain, FusedConv2d) == 0 and _count(plain, SqueezeExciteProject) == 0
+    assert all(p.is_contiguous() for p in plain.parameters())
+    folded = optimize(model, channels_last=False, fuse=False)
+    assert _count(folded, nn.BatchNorm2d) == 0 and _count(folded, FusedConv2d) == 0
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        _assert_same(folded(x), model(x))
+        _assert_same(plain(x), model(x))
+
+
+def test_channels_last_converts_weights_and_inputs():
+    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    fast = optimize(model, fuse=False)
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    conv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        fast(torch.randn(1, 3, SIZE, SIZE))  # an NCHW input ...
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last)  # ... arrives NHWC
+
+
+def test_fold_handles_frozen_batchnorm_and_conv_bias():
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    frozen = FrozenBatchNorm2d(6)
+    model = _randomize_norms(nn.Sequential(conv, frozen, nn.ReLU())).eval()
+    fast = optimize(model, fuse=False, channels_last=False)
+    assert fast.optimization_report["folded_bn"] == 1 and isinstance(fast[1], nn.Identity)
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        _assert_same(fast(x), model(x))
+
+
+def test_batchnorm_without_running_stats_is_left_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    fast = optimize(model, fuse=False, channels_last=False)
+    assert fast.optimization_report["folded_bn"] == 0 and isinstance(fast[1], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.Hardswish(),
+                                        nn.Hardsigmoid(), nn.SiLU(), nn.Sigmoid(), nn.Tanh(), nn.GELU(),
+                                        nn.GELU(approximate="tanh"), nn.LeakyReLU(0.2), None],
+                         ids=lambda a: type(a).__name__ + getattr(a, "approximate", ""))
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_fused_conv_activation_matches(activation, layout):
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4)
+    layers = [conv] + ([activation] if activation is not None else [])
+    model = nn.Sequential(*layers).eval()
+    fast = optimize(model, channels_last=layout == "nhwc")
+    assert isinstance(fast[0], FusedConv2d) and fast.optimization_report["fused_conv"] == 1
+    if activation is not None:
+        assert isinstance(fast[1], nn.Identity)
+    x = torch.randn(2, 8, 11, 13) * 3
+    with torch.no_grad():
+        _assert_same(fast(x), model(x))
+
+
+@pytest.mark.parametrize("size", [56, 5], ids=["matmul-path", "conv-path"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_squeeze_excitation_projection_matches(size, layout):
+    """Both execution paths of the fused SE + projection, in both memory layouts."""
+    se = SqueezeExcitation(32, 8, scale_activation=nn.Hardsigmoid)
+    project = Conv2dNormActivation(32, 16, kernel_size=1, activation_layer=None)
+    model = _randomize_norms(nn.Sequential(se, project)).eval()
+    fast = optimize(model, channels_last=layout == "nhwc")
+    assert fast.optimization_report["fused_se"] == 1
+    assert isinstance(fast[0], nn.Identity) and isinstance(fast[1], SqueezeExciteProject)
+    x = torch.randn(2, 32, size, size)
+    with torch.no_grad():
+        _assert_same(fast(x), model(x))
+
+
+def test_squeeze_excitation_before_a_strided_conv_is_not_fused():
+    model = nn.Sequential(SqueezeExcitation(8, 2), nn.Conv2d(8, 4, 1, stride=2)).eval()
+    fast = optimize(model)
+    assert fast.optimization_report["fused_se"] == 0 and isinstance(fast[0], SqueezeExcitation)
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        _assert_same(fast(x), model(x))
+
+
+def test_float64_model_is_folded_but_not_fused():
+    """The oneDNN fused kernels are float32-only; other dtypes still get folding and channels_last."""
+    model = _randomize_norms(nn.Sequential(Conv2dNormActivation(3, 8, 3), SqueezeExcitation(8, 2),
+                                           Conv2dNormActivation(8, 4, 1, activation_layer=None)))
+    model = model.double().eval()
+    fast = optimize(model)
+    assert fast.optimization_report["fused_conv"] == 0 and _count(fast, FusedConv2d) == 0
+    assert fast.optimization_report["fused_se"] == 0
+    assert fast.optimization_report["folded_bn"] == 2
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        _assert_same(fast(x), model(x), rtol=1e-10, atol_scale=1e-10)
+
+
+def test_compile_wraps_the_optimized_model():
+    model = _randomize_norms(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = optimize(model, compile={"backend": "eager"})
+        assert isinstance(fast, torch._dynamo.eval_frame.OptimizedModule)
+        assert fast.optimization_report["compiled"] is True
+        x = torch.randn(1, 3, 8, 8)
+        with torch.no_grad():
+            _assert_same(fast(x), model(x))
+
+
+# -- errors and the public entry point ------------------------------------------------------------------------
+def test_meta_model_is_refused():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(ConfigError, match="meta"):
+        optimize(model)
+
+
+@pytest.mark.parametrize("bad", [{"model": "not a module"}, {"compile": "yes"}])
+def test_bad_arguments_are_refused(bad):
+    model = bad.pop("model", nn.Conv2d(3, 3, 1))
+    with pytest.raises(VertebraError) as info:
+        optimize(model, **bad)
+    assert isinstance(info.value, ConfigError)
+
+
+def test_package_attribute_stays_callable():
+    """``vertebra.optimize`` is the function on first access and stays callable after the submodule import."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    first = vertebra.optimize(model)
+    second = vertebra.optimize(model)
+    assert _count(first, nn.BatchNorm2d) == 0 and _count(second, nn.BatchNorm2d) == 0

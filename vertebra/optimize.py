@@ -1,0 +1,295 @@
+"""The inference fast path: ``vertebra.optimize(model)`` returns a faster copy with the same outputs.
+
+Eval-mode networks carry work that only training needs.  Each rewrite below removes some of it and
+leaves the function the model computes unchanged (up to float rounding; ``tests/test_optimize.py``
+checks every model family against the unoptimized one):
+
+1. **Fold BatchNorm** into the convolution before it (any ``Conv2d`` followed by ``BatchNorm2d`` or
+   ``FrozenBatchNorm2d`` inside an ``nn.Sequential``, which covers every ``Conv2dNormActivation``):
+   ``bn(conv(x)) == conv'(x)`` with ``w' = w * g / sqrt(v + eps)`` and ``b' = (b - m) * g / sqrt(v + eps) + beta``.
+2. **channels_last**: NHWC is the layout oneDNN's (CPU) and cuDNN's fast depthwise/1x1 kernels want;
+   parameters are converted once and a forward pre-hook converts 4-D inputs.
+3. **Fuse** (CPU, float32, oneDNN available): a convolution and the activation after it become one
+   oneDNN primitive with a post-op (one pass over memory instead of two); squeeze-and-excitation and
+   the 1x1 projection after it become one batched matmul whose per-image weights are pre-scaled by the
+   SE gate, ``W @ (s * x) == (W * s) @ x``, so the SE multiply over the whole feature map disappears.
+4. **torch.compile** on request, on top of the rewritten model.
+
+The result is for inference only: ``train()`` on it would not bring BatchNorm back.  Optimize on the
+device you will run on (the fused CPU kernels do not move to CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import types
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops import SqueezeExcitation
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .errors import ConfigError
+
+__all__ = ["optimize", "OptimizationReport"]
+
+_BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+# SE + projection runs as a batched matmul when the map has at least this many pixels per output
+# channel (below it, reading per-image scaled weights costs more than scaling the map); measured on
+# EfficientNet-B0's blocks, see benchmarks/README.md.
+_BMM_MIN_PIXELS_PER_OUTPUT = 4
+
+# Activation module -> (oneDNN post-op name, scalars, algorithm) for the fused conv kernel.
+_POST_OPS: dict[type, Callable[[nn.Module], tuple[str, list, str]]] = {
+    nn.ReLU: lambda m: ("relu", [], ""),
+    nn.ReLU6: lambda m: ("hardtanh", [0.0, 6.0], ""),
+    nn.Hardtanh: lambda m: ("hardtanh", [float(m.min_val), float(m.max_val)], ""),
+    nn.Hardswish: lambda m: ("hardswish", [], ""),
+    nn.Hardsigmoid: lambda m: ("hardsigmoid", [], ""),
+    nn.SiLU: lambda m: ("swish", [], ""),
+    nn.Sigmoid: lambda m: ("sigmoid", [], ""),
+    nn.Tanh: lambda m: ("tanh", [], ""),
+    nn.GELU: lambda m: ("gelu", [], m.approximate),
+    nn.LeakyReLU: lambda m: ("leaky_relu", [float(m.negative_slope)], ""),
+}
+
+
+class OptimizationReport(dict):
+    """What :func:`optimize` rewrote, as counts: ``{"folded_bn": 49, "fused_conv": 65, "fused_se": 16, ...}``."""
+
+
+def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, fuse: bool = True,
+             compile: bool | dict[str, Any] = False, inplace: bool = False) -> nn.Module:
+    """A faster inference copy of ``model`` whose outputs equal the original's within float tolerance.
+
+    Args:
+        model: any ``nn.Module`` (a vertebra backbone or model, or a torchvision one); its weights must
+            be real (not on the ``meta`` device).
+        fold_bn: fold eval-mode BatchNorm into the preceding convolution.
+        channels_last: convert to NHWC and convert 4-D inputs on the way in.
+        fuse: on CPU in float32, run conv + activation as one oneDNN kernel and merge
+            squeeze-and-excitation into the following 1x1 projection (see the module docstring).
+        compile: ``True`` wraps the result in ``torch.compile``; a dict is passed to it as keyword
+            arguments (``{"mode": "max-autotune"}``).
+        inplace: rewrite ``model`` itself instead of a deep copy (saves memory for huge models; the
+            caller's model then becomes inference-only too).  Default: the caller's model is untouched.
+
+    Returns:
+        The rewritten model in eval mode, with ``.optimization_report`` (an :class:`OptimizationReport`).
+        Its ``state_dict`` differs from the original's (BatchNorm entries are gone): optimize after
+        loading weights, and save the original.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"optimize() takes an nn.Module, got {type(model).__name__}")
+    if not isinstance(compile, (bool, dict)):
+        raise ConfigError(f"compile must be True, False or a dict of torch.compile arguments, got {compile!r}",
+                          path="compile")
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise ConfigError("optimize() needs real weights, but this model is on the 'meta' device; build it "
+                          "on a real device (or load weights into it) first")
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    report = OptimizationReport(folded_bn=0, fused_conv=0, fused_se=0, channels_last=False, compiled=False)
+    with torch.no_grad():
+        if fold_bn:
+            report["folded_bn"] = _fold_batchnorms(model)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            model.register_forward_pre_hook(_inputs_to_channels_last)
+            report["channels_last"] = True
+        if fuse and _can_fuse(tensors):
+            report["fused_se"] = _fuse_squeeze_excitation(model)
+            report["fused_conv"] = _fuse_conv_activation(model)
+    model.optimization_report = report
+    if compile is not False:
+        options = {} if compile is True else dict(compile)
+        model = torch.compile(model, **options)
+        report["compiled"] = True
+    return model
+
+
+# -- 1. BatchNorm folding -------------------------------------------------------------------------------
+def _fold_batchnorms(root: nn.Module) -> int:
+    """Fold every (Conv2d, BatchNorm) pair of adjacent ``nn.Sequential`` children; BN becomes Identity."""
+    folded = 0
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+        names = list(sequential._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = sequential._modules[first], sequential._modules[second]
+            if type(conv) is nn.Conv2d and isinstance(bn, _BATCHNORMS) and _has_running_stats(bn):
+                if bn.running_mean.numel() != conv.out_channels:
+                    continue
+                sequential._modules[first] = fuse_conv_bn_eval(conv, bn)
+                sequential._modules[second] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def _has_running_stats(bn: nn.Module) -> bool:
+    return getattr(bn, "running_mean", None) is not None and getattr(bn, "running_var", None) is not None
+
+
+# -- 2. channels_last ---------------------------------------------------------------------------------
+def _inputs_to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, Tensor) and a.dim() == 4 else a
+                 for a in args)
+
+
+# -- 3. fusion -----------------------------------------------------------------------------------------
+def _can_fuse(tensors: list[Tensor]) -> bool:
+    return (bool(tensors) and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors
+                                  if t.is_floating_point())
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _next_real(sequential: nn.Sequential, names: list[str], start: int) -> int | None:
+    """Index of the first child at or after ``start`` that is not an Identity left by an earlier rewrite."""
+    for i in range(start, len(names)):
+        if not isinstance(sequential._modules[names[i]], nn.Identity):
+            return i
+    return None
+
+
+class FusedConv2d(nn.Module):
+    """``act(conv(x))`` as one oneDNN convolution with a post-op (CPU, float32, inference).
+
+    Keeps ``weight``/``bias`` as ordinary parameters (so the model can still be copied and saved); the
+    kernel reads them directly, in whatever memory format the input has.
+    """
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None):
+        super().__init__()
+        post_op = ("none", [], "") if activation is None else _POST_OPS[type(activation)](activation)
+        self.attr, self.scalars, self.algorithm = post_op
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
+                                                       self.dilation, self.groups, self.attr, self.scalars,
+                                                       self.algorithm)
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={tuple(self.stride)}, groups={self.groups}, post_op={self.attr}")
+
+
+def _fusable_conv(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+            and module.weight.dim() == 4)
+
+
+def _fuse_conv_activation(root: nn.Module) -> int:
+    """Replace each plain Conv2d of a Sequential (and the activation right after it) by a FusedConv2d."""
+    fused = 0
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+        names = list(sequential._modules)
+        for i, name in enumerate(names):
+            conv = sequential._modules[name]
+            if not _fusable_conv(conv):
+                continue
+            j = _next_real(sequential, names, i + 1)
+            activation = sequential._modules[names[j]] if j is not None else None
+            if activation is not None and type(activation) in _POST_OPS:
+                sequential._modules[names[j]] = nn.Identity()
+            else:
+                activation = None
+            sequential._modules[name] = FusedConv2d(conv, activation)
+            fused += 1
+    return fused
+
+
+class SqueezeExciteProject(nn.Module):
+    """Squeeze-and-excitation followed by a 1x1 projection conv, without the SE multiply where it pays.
+
+    ``conv1x1(x * s) == (W * s) @ x`` per image: on large maps (early stages) the gate scales the small
+    ``(out, in)`` weight instead of the whole ``(in, H, W)`` feature map, and one batched matmul reads
+    the NHWC map as a ``(HW, in)`` matrix without copying it.  On small maps with wide channels the
+    per-image weights would outweigh the map, so the gate multiplies the map and a oneDNN 1x1 conv
+    projects (both exact; chosen per call from the shape).  The gate itself is two small matmuls on the
+    pooled vector instead of two 1x1 convolutions.
+    """
+
+    def __init__(self, se: SqueezeExcitation, conv: nn.Conv2d):
+        super().__init__()
+        squeeze = se.fc1.out_channels
+        self.fc1_weight = nn.Parameter(se.fc1.weight.detach().reshape(squeeze, -1), requires_grad=False)
+        self.fc1_bias = nn.Parameter(se.fc1.bias.detach(), requires_grad=False)
+        self.fc2_weight = nn.Parameter(se.fc2.weight.detach().reshape(-1, squeeze), requires_grad=False)
+        self.fc2_bias = nn.Parameter(se.fc2.bias.detach(), requires_grad=False)
+        self.activation, self.scale_activation = se.activation, se.scale_activation
+        self.project = FusedConv2d(conv, None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        gate = x.mean((2, 3))
+        gate = self.activation(F.linear(gate, self.fc1_weight, self.fc1_bias))
+        gate = self.scale_activation(F.linear(gate, self.fc2_weight, self.fc2_bias))
+        weight, bias = self.project.weight, self.project.bias
+        out_channels = weight.shape[0]
+        if h * w < _BMM_MIN_PIXELS_PER_OUTPUT * out_channels or not x.is_contiguous(memory_format=torch.channels_last):
+            return self.project(x * gate.view(n, c, 1, 1))
+        scaled = gate.unsqueeze(1) * weight.view(1, out_channels, c)  # (n, out, in): gate folded into the weight
+        rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: NHWC already is (HW, C) per image
+        if bias is None:
+            out = torch.bmm(rows, scaled.transpose(1, 2))
+        else:
+            out = torch.baddbmm(bias, rows, scaled.transpose(1, 2))
+        return out.view(n, h, w, out_channels).permute(0, 3, 1, 2)
+
+
+def _is_projection(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.groups == 1 and conv.padding in ((0, 0), "valid"))
+
+
+def _projection_of(module: nn.Module) -> nn.Conv2d | None:
+    """The 1x1 conv that ``module`` amounts to after folding (a bare conv, or Sequential(conv, Identity...))."""
+    if _is_projection(module):
+        return module
+    if isinstance(module, nn.Sequential) and len(module) > 0 and _is_projection(module[0]):
+        if all(isinstance(rest, nn.Identity) for rest in list(module)[1:]):
+            return module[0]
+    return None
+
+
+def _is_squeeze_excitation(module: nn.Module) -> bool:
+    """torchvision's SqueezeExcitation (used by vertebra's blocks and torchvision's models) with 1x1 fcs."""
+    return (type(module) is SqueezeExcitation and isinstance(module.avgpool, nn.AdaptiveAvgPool2d)
+            and module.avgpool.output_size in (1, (1, 1)) and module.fc1.bias is not None
+            and module.fc2.bias is not None)
+
+
+def _fuse_squeeze_excitation(root: nn.Module) -> int:
+    fused = 0
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+        names = list(sequential._modules)
+        for i, name in enumerate(names):
+            if not _is_squeeze_excitation(sequential._modules[name]):
+                continue
+            j = _next_real(sequential, names, i + 1)
+            conv = _projection_of(sequential._modules[names[j]]) if j is not None else None
+            if conv is None:
+                continue
+            sequential._modules[names[j]] = SqueezeExciteProject(sequential._modules[name], conv)
+            sequential._modules[name] = nn.Identity()
+            fused += 1
+    return fused
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``vertebra.optimize`` makes the package attribute the module; keep it callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return optimize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
