@@ -1,0 +1,116 @@
+"""Bad arguments and bad inputs: each gives a VertebraError subclass whose message says what to do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vertebra import registry
+from vertebra.backbones.efficientnet import efficientnet, efficientnet_b0
+from vertebra.backbones.efficientnet_v2 import efficientnet_v2_s
+from vertebra.backbones.mobilenetv3 import mobilenet_v3_large, mobilenet_v3_small
+from vertebra.errors import ConfigError, InputError, VertebraError
+
+FACTORIES = [efficientnet_b0, efficientnet_v2_s, mobilenet_v3_small]
+
+
+def _meta(factory, **kwargs):
+    with torch.device("meta"):
+        return factory(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return mobilenet_v3_small().eval()
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((3, 64, 64), r"\(N, 3, H, W\).*3 dimension"),
+    ((1, 1, 64, 64), "expected 3 input channels, got 1"),
+    ((1, 3, 16, 64), "too small.*at least 32"),
+    ((1, 3, 64, 31), "too small.*at least 32"),
+])
+def test_bad_input_tensor(backbone, shape, match):
+    with pytest.raises(InputError, match=match):
+        backbone(torch.zeros(shape))
+
+
+def test_smallest_input_is_fine_and_output_stride_lowers_the_minimum(backbone):
+    assert backbone(torch.zeros(1, 3, 32, 32))["C5"].shape[-2:] == (1, 1)
+    dilated = _meta(mobilenet_v3_small, output_stride=8).eval()
+    with torch.device("meta"):
+        assert dilated(torch.zeros(1, 3, 8, 8))["C5"].shape[-2:] == (1, 1)
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+@pytest.mark.parametrize("value", [7, 64, 0, "16", 16.0, True, None])
+def test_bad_output_stride(factory, value):
+    with pytest.raises(ConfigError, match=r"output_stride.*one of \(8, 16, 32\)"):
+        _meta(factory, output_stride=value)
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+@pytest.mark.parametrize("value, match", [
+    ([5], "out of range.*5 levels"),
+    ([-6], "out of range"),
+    ([], "non-empty"),
+    ([1, 1], "without repeats"),
+    (3, "list of integers"),
+    (["C3"], "list of integers"),
+])
+def test_bad_out_indices(factory, value, match):
+    with pytest.raises(ConfigError, match=match):
+        _meta(factory, out_indices=value)
+
+
+@pytest.mark.parametrize("factory", [efficientnet_b0, efficientnet_v2_s])
+def test_efficientnets_refuse_the_torchvision_preset(factory):
+    with pytest.raises(ConfigError, match="preset.*'default'.*no dense"):
+        _meta(factory, preset="torchvision")
+
+
+def test_bad_preset_lists_the_allowed_ones():
+    with pytest.raises(ConfigError, match="preset: must be one of 'default', 'torchvision', got 'tv'"):
+        _meta(mobilenet_v3_large, preset="tv")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"width_mult": 0}, "width_mult: must be a number in \\(0.0, inf\\)"),
+    ({"width_mult": -1.0}, "width_mult"),
+    ({"width_mult": "1"}, "width_mult"),
+    ({"reduced_tail": 1}, "reduced_tail: must be True or False"),
+    ({"drop_path_rate": 1.0}, "drop_path_rate: must be a number in \\[0.0, 1.0\\)"),
+    ({"drop_path_rate": -0.1}, "drop_path_rate"),
+])
+def test_bad_mobilenet_options(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        _meta(mobilenet_v3_large, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"phi": 1, "width_mult": 1.2}, "either phi or width_mult, not both"),
+    ({"phi": -1}, "phi: must be a number in \\[0.0, inf\\)"),
+    ({"depth_mult": 0}, "depth_mult"),
+    ({"resolution": 16}, "resolution: must be an integer of at least 32"),
+    ({"drop_path_rate": 2}, "drop_path_rate"),
+])
+def test_bad_compound_scaling_options(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        _meta(efficientnet, **kwargs)
+
+
+def test_freeze_arguments_are_checked(backbone):
+    with pytest.raises(ConfigError, match="stages must be between 0 and 5"):
+        backbone.freeze(stages=6)
+    with pytest.raises(ConfigError, match="bn must be 'frozen', 'eval' or 'train'"):
+        backbone.freeze(stages=1, bn="off")
+
+
+def test_registry_turns_unknown_arguments_into_config_errors():
+    with pytest.raises(ConfigError, match="width_mult"):
+        with torch.device("meta"):
+            registry.build_backbone("efficientnet_b0", width_mult=2.0)
+    with pytest.raises(VertebraError):
+        with torch.device("meta"):
+            registry.build_backbone("mobilenet_v3_small", output_stride=4)
