@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
+from torchvision.ops import FrozenBatchNorm2d
 
 from vertebra import registry
 from vertebra.backbones._blocks import FusedMBConv, InvertedResidual, MBConv
@@ -37,7 +37,8 @@ def test_drop_path_rate_rises_linearly_with_block_index(name):
 
 def test_efficientnet_default_drop_path_is_torchvisions_and_mobilenet_has_none():
     with torch.device("meta"):
-        assert _blocks(registry.build_backbone("efficientnet_b0"))[-1].stochastic_depth.p == pytest.approx(0.2 * 15 / 16)
+        last = _blocks(registry.build_backbone("efficientnet_b0"))[-1]
+        assert last.stochastic_depth.p == pytest.approx(0.2 * 15 / 16)
         assert {b.stochastic_depth.p for b in _blocks(registry.build_backbone("mobilenet_v3_small"))} == {0.0}
 
 

@@ -251,7 +251,8 @@ class Backbone(nn.Module):
             if bn == "frozen":
                 _freeze_batchnorm(layer)
             elif bn == "eval":
-                self._frozen_bn_eval.extend(m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+                self._frozen_bn_eval.extend(m for m in layer.modules()
+                                            if isinstance(m, nn.modules.batchnorm._BatchNorm))
         self.train(self.training)
         return self
 

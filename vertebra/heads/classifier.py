@@ -59,7 +59,8 @@ class Classifier(nn.Module):
 
     @property
     def weights_key_map(self):
-        """torchvision classification names -> ours: ``features.`` under ``backbone.``, ``classifier.`` under ``head.``."""
+        """torchvision classification names -> ours: ``features.*`` -> ``backbone.features.*``,
+        ``classifier.*`` -> ``head.classifier.*``."""
         from ..weights import KeyMap
 
         return KeyMap.torchvision_classification(prefix="backbone.", classifier="head.classifier.")
