@@ -47,7 +47,8 @@ def build(head: str, backbone: str | Mapping[str, Any] | None = None,
 
 
 def build_from_config(config: Mapping[str, Any] | str | os.PathLike, *, path: str | None = None):
-    """Build from plain data: ``{"head": ..., "backbone": {...}, **head options}`` or ``{"name": ..., **backbone options}``.
+    """Build from plain data: a model ``{"head": ..., "backbone": {...}, **head options}`` or a backbone
+    ``{"name": ..., **backbone options}``.
 
     ``config`` may also be a path to a ``.yaml``/``.yml``/``.json`` file.  An optional ``"weights"``
     key is loaded after building.  ``path`` prefixes error locations when the config is nested in a
@@ -284,7 +285,8 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     except VertebraError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
-        return f"backbone {backbone.qualified_name!r} cannot be built on the meta device: {type(exc).__name__}: {exc}"
+        return (f"backbone {backbone.qualified_name!r} cannot be built on the meta device: "
+                f"{type(exc).__name__}: {exc}")
     return _feature_problem(head, backbone, requirements, probe, {})
 
 

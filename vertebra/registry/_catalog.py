@@ -54,7 +54,8 @@ class Catalog:
     def add(self, candidate: Candidate, *, explicit: bool = False) -> PluginInfo:
         info, registrations = self.loader.load(candidate, explicit=explicit,
                                                taken=[p.name for p in self.plugins])
-        conflicts = [f"{r.kind} {r.name!r} (also from {', '.join(e.source for e in self._entries[r.kind][r.name])})"
+        conflicts = [f"{r.kind} {r.name!r} (also from "
+                     f"{', '.join(e.source for e in self._entries[r.kind][r.name])})"
                      for r in registrations if r.name in self._entries[r.kind]]
         if conflicts:
             try:

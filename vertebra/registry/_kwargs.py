@@ -29,14 +29,14 @@ REQUIRED: Any = _Required()
 
 
 def join_path(*parts: str | None) -> str | None:
-    """``join_path("model", "backbone", "output_stride") == "model.backbone.output_stride"``; ``None`` parts skipped."""
+    """``join_path("model", "backbone", "x") == "model.backbone.x"``; empty or ``None`` parts are skipped."""
     joined = ".".join(p for p in parts if p)
     return joined or None
 
 
 @dataclass(frozen=True)
 class Signature:
-    """The keyword arguments a factory accepts: ``{name: default or REQUIRED}``, and whether it takes ``**kwargs``."""
+    """A factory's keyword arguments ``{name: default or REQUIRED}``, and whether it takes ``**kwargs``."""
 
     params: dict[str, Any]
     annotations: dict[str, Any]
