@@ -106,6 +106,7 @@ def test_macs_within_5_percent_of_torchvision_and_paper(name):
     assert macs == pytest.approx(published, rel=0.05)
     assert macs == pytest.approx(paper, rel=0.05)
     assert model.backbone.meta.paper["torchvision_gmacs"] * 1e9 == pytest.approx(published)
+    assert model.backbone.meta.paper["macs_g"] * 1e9 == pytest.approx(paper)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"reduced_tail": True}, {"width_mult": 0.75}])

@@ -59,7 +59,7 @@ class Variant:
     dropout: float
     tf_batchnorm: bool     # torchvision's B5-B7 (ported TF weights) use eps=1e-3, momentum=0.01
     params_m: float        # paper, Table 2
-    flops_b: float         # paper, Table 2 (multiply-adds)
+    macs_g: float          # paper, Table 2 "FLOPs" (multiply-adds, billions)
     top1: float            # paper, Table 2
     tv_params: int         # torchvision weights meta
     tv_gmacs: float        # torchvision weights meta "_ops"
@@ -68,7 +68,7 @@ class Variant:
 
 
 VARIANTS = {
-    #                 width depth res  drop  TF-BN  params flops top1  tv_params   tv_gmacs tv_top1 crop
+    #                 width depth res  drop  TF-BN  params MACs  top1  tv_params   tv_gmacs tv_top1 crop
     "efficientnet_b0": Variant(1.0, 1.0, 224, 0.2, False, 5.3, 0.39, 77.1, 5_288_548, 0.386, 77.692, 224),
     "efficientnet_b1": Variant(1.0, 1.1, 240, 0.2, False, 7.8, 0.70, 79.1, 7_794_184, 0.687, 78.642, 240),
     "efficientnet_b2": Variant(1.1, 1.2, 260, 0.3, False, 9.2, 1.0, 80.1, 9_109_994, 1.088, 80.608, 288),
@@ -96,7 +96,7 @@ def _efficientnet(*, width: float, depth: float, out_indices: Sequence[int] | No
 def _variant(name: str, *, out_indices: Sequence[int] | None, output_stride: int, preset: str,
              drop_path_rate: float) -> Backbone:
     v = VARIANTS[name]
-    paper = {"params_m": v.params_m, "flops_b": v.flops_b, "top1": v.top1, "torchvision_params": v.tv_params,
+    paper = {"params_m": v.params_m, "macs_g": v.macs_g, "top1": v.top1, "torchvision_params": v.tv_params,
              "torchvision_gmacs": v.tv_gmacs, "torchvision_top1": v.tv_top1, "torchvision_crop": v.tv_crop}
     meta = BackboneMeta(family="efficientnet", default_size=v.resolution, classifier_dropout=v.dropout,
                         torchvision_name=name, paper=paper)

@@ -66,7 +66,7 @@ class Variant:
     eval_size: int
     dropout: float
     params_m: float      # paper, Table 7 (ImageNet-1k)
-    flops_b: float       # paper, Table 7
+    macs_g: float        # paper, Table 7 "FLOPs" (multiply-adds, billions)
     top1: float          # paper, Table 7
     tv_params: int       # torchvision weights meta
     tv_gmacs: float      # torchvision weights meta "_ops" (at eval_size)
@@ -74,7 +74,7 @@ class Variant:
 
 
 VARIANTS = {
-    #                                      train eval  drop params flops top1  tv_params    tv_gmacs tv_top1
+    #                                      train eval  drop params MACs  top1  tv_params    tv_gmacs tv_top1
     "efficientnet_v2_s": Variant(S_STAGES, 300, 384, 0.2, 22, 8.8, 83.9, 21_458_488, 8.366, 84.228),
     "efficientnet_v2_m": Variant(M_STAGES, 384, 480, 0.3, 54, 24, 85.1, 54_139_356, 24.582, 85.112),
     "efficientnet_v2_l": Variant(L_STAGES, 384, 480, 0.4, 120, 53, 85.7, 118_515_272, 56.08, 85.808),
@@ -91,7 +91,7 @@ def _efficientnet_v2(name: str, *, out_indices: Sequence[int] | None, output_str
                              output_stride=output_stride, drop_path_rate=drop_path_rate)
     features = builder.features()
     init_weights(features)
-    paper = {"params_m": v.params_m, "flops_b": v.flops_b, "top1": v.top1, "torchvision_params": v.tv_params,
+    paper = {"params_m": v.params_m, "macs_g": v.macs_g, "top1": v.top1, "torchvision_params": v.tv_params,
              "torchvision_gmacs": v.tv_gmacs, "torchvision_top1": v.tv_top1}
     meta = BackboneMeta(family="efficientnet_v2", default_size=v.train_size, eval_size=v.eval_size,
                         classifier_dropout=v.dropout, torchvision_name=name, paper=paper)

@@ -93,10 +93,10 @@ def _small(tail: int) -> tuple[int, tuple[Bneck, ...], int]:
 
 # The paper's figures (width 1.0, full tail) and torchvision's ImageNet weights, for describe().
 _PAPER = {
-    "mobilenet_v3_large": {"params_m": 5.4, "madds_m": 219, "top1": 75.2,
+    "mobilenet_v3_large": {"params_m": 5.4, "macs_g": 0.219, "top1": 75.2,
                            "torchvision_params": 5_483_032, "torchvision_gmacs": 0.217,
                            "torchvision_top1": 75.274},
-    "mobilenet_v3_small": {"params_m": 2.5, "madds_m": 56, "top1": 67.4,
+    "mobilenet_v3_small": {"params_m": 2.5, "macs_g": 0.056, "top1": 67.4,
                            "torchvision_params": 2_542_856, "torchvision_gmacs": 0.057,
                            "torchvision_top1": 67.668},
 }
