@@ -47,8 +47,9 @@ def by_names(info: FeatureInfo, names: Sequence[str], head: str) -> list[Feature
     """The levels called ``names`` (in the given order); unknown names are an IncompatibleError."""
     missing = [name for name in names if name not in info.names()]
     if missing:
+        plural = "s" if len(missing) > 1 else ""
         raise IncompatibleError(
-            f"{head}: the backbone returns no level{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            f"{head}: the backbone returns no level{plural} {', '.join(map(repr, missing))}; "
             f"it returns {_describe(info)}; pass levels= with some of {info.names()} or change the "
             "backbone's out_indices/preset")
     return [info[name] for name in names]

@@ -51,7 +51,7 @@ from ..features import FeatureSpec
 from ._base import Requirements, requires
 from ._fpn import BackboneWithFPN, freeze_backbone, freeze_batchnorm, set_batchnorm
 from ._levels import by_names, feature_info_of
-from ._options import check_bool, check_choice, check_positive_int, torchvision_detection_key_map
+from ._options import check_bool, check_choice, check_int_list, check_positive_int, torchvision_detection_key_map
 
 __all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]
 
@@ -99,7 +99,8 @@ def fasterrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = 
                    levels: Sequence[str] | None = None, fpn_channels: int = 256,
                    anchor_sizes: Sequence[Sequence[int]] | None = None,
                    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), trainable_layers: int | None = None,
-                   frozen_bn: bool = False, min_size: int | None = None, max_size: int | None = None,
+                   frozen_bn: bool = False, min_size: int | Sequence[int] | None = None,
+                   max_size: int | None = None,
                    **detector_kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an FPN on the backbone's levels (see the module docstring for presets).
 
@@ -114,11 +115,12 @@ def fasterrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = 
         trainable_layers: backbone stages left trainable, counted from the deepest; ``None`` = all.
         frozen_bn: use FrozenBatchNorm2d in the backbone (for fine-tuning pretrained weights).
         min_size, max_size: the resize torchvision's transform applies; ``None``: the preset's
-            (800/1333, or 320/640 for ``"torchvision_320"``).
+            (800/1333, or 320/640 for ``"torchvision_320"``).  A list of ``min_size`` values picks
+            one at random per training batch (multi-scale training, as torchvision).
         **detector_kwargs: plain-valued torchvision ``FasterRCNN`` keywords (``rpn_score_thresh``,
             ``box_detections_per_img``, ...); anything else is a ConfigError listing the valid ones.
     """
-    return _build(FasterRCNN, "fasterrcnn_fpn", backbone, locals())
+    return _build(FasterRCNN, "fasterrcnn_fpn", backbone, locals())  # every argument above, by name
 
 
 @requires(_detection_requirements)
@@ -126,7 +128,8 @@ def maskrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = "d
                  levels: Sequence[str] | None = None, fpn_channels: int = 256,
                  anchor_sizes: Sequence[Sequence[int]] | None = None,
                  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), trainable_layers: int | None = None,
-                 frozen_bn: bool = False, min_size: int | None = None, max_size: int | None = None,
+                 frozen_bn: bool = False, min_size: int | Sequence[int] | None = None,
+                 max_size: int | None = None,
                  **detector_kwargs: Any) -> MaskRCNN:
     """Mask R-CNN (Faster R-CNN plus torchvision's mask branch) for instance segmentation.
 
@@ -134,7 +137,7 @@ def maskrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = "d
     levels.  torchvision has no MobileNetV3 Mask R-CNN, so the ``torchvision*`` presets only choose
     torchvision's taps and detector settings here.
     """
-    return _build(MaskRCNN, "maskrcnn_fpn", backbone, locals())
+    return _build(MaskRCNN, "maskrcnn_fpn", backbone, locals())  # every argument above, by name
 
 
 def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> nn.Module:
@@ -160,7 +163,9 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     sizes = _anchor_sizes(args["anchor_sizes"], row, chosen)
     ratios = _aspect_ratios(args["aspect_ratios"])
     anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
-    extra = {"mask_roi_pool": MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)} if cls is MaskRCNN else {}
+    extra = {}
+    if cls is MaskRCNN:
+        extra["mask_roi_pool"] = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
     model = cls(body, num_classes=args["num_classes"], rpn_anchor_generator=anchors,
                 box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2), **extra, **options)
     model.weights_key_map = torchvision_detection_key_map()
@@ -177,9 +182,12 @@ def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) 
                     if name not in ("backbone", "detector_kwargs")]
         raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head)
     options = {"min_size": 800, "max_size": 1333, **row.defaults, **given}
-    for name in ("min_size", "max_size"):
-        if args[name] is not None:
-            options[name] = check_positive_int(args[name], name)
+    if args["min_size"] is not None:
+        size = args["min_size"]
+        options["min_size"] = check_int_list(size, "min_size") if isinstance(size, (list, tuple)) \
+            else check_positive_int(size, "min_size")
+    if args["max_size"] is not None:
+        options["max_size"] = check_positive_int(args["max_size"], "max_size")
     return options
 
 

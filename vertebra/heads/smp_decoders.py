@@ -121,8 +121,7 @@ def unet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: Sequen
         channels = check_int_list(decoder_channels, "decoder_channels", length=len(levels))
     decoder = UnetDecoder(_channels(levels, _backbone_in_channels(backbone)), channels, n_blocks=len(channels),
                           attention_type=attention, interpolation_mode=interpolation)
-    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(channels[-1], num_classes, kernel_size=3),
-                           name="unet")
+    return _model("unet", backbone, levels, decoder, channels[-1], num_classes, kernel_size=3)
 
 
 @requires(lambda **_: Requirements(backbone_kwargs={"output_stride": 32}, strides=(4, 8, 16, 32), min_levels=4))
@@ -145,8 +144,7 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
     decoder = FPNDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
                          pyramid_channels=pyramid_channels, segmentation_channels=segmentation_channels,
                          dropout=dropout, merge_policy=merge_policy)
-    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder.out_channels, num_classes, kernel_size=1),
-                           divisor=32, name="fpn")
+    return _model("fpn", backbone, levels, decoder, decoder.out_channels, num_classes, divisor=32)
 
 
 def _deeplabv3plus_requirements(*, output_stride: int = 16, **_) -> Requirements:
@@ -158,7 +156,7 @@ def _deeplabv3plus_requirements(*, output_stride: int = 16, **_) -> Requirements
 def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: int = 16,
                   decoder_channels: int = 256, atrous_rates: Sequence[int] = (12, 24, 36),
                   aspp_separable: bool = True, aspp_dropout: float = 0.5) -> SmpSegmentation:
-    """smp's DeepLabV3+: ASPP on the deepest level (dilated to ``output_stride``) fused with the stride-4 level.
+    """smp's DeepLabV3+: ASPP on the deepest level (dilated to ``output_stride``) fused with stride 4.
 
     Args:
         num_classes: output channels.
@@ -183,14 +181,14 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
     decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
                                    out_channels=decoder_channels, atrous_rates=rates, output_stride=output_stride,
                                    aspp_separable=aspp_separable, aspp_dropout=aspp_dropout)
-    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder_channels, num_classes, kernel_size=1),
-                           divisor=output_stride, name="deeplabv3plus")
+    return _model("deeplabv3plus", backbone, levels, decoder, decoder_channels, num_classes, divisor=output_stride)
 
 
 @requires(lambda **_: Requirements(strides=(2, 4, 8), min_levels=4))
 def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int = 256) -> SmpSegmentation:
-    """smp's UPerNet (Xiao et al. 2018): a PSP module on the deepest level and an FPN over strides 4 and up,
-    fused at stride 4.  Resizes by interpolation, so any input size works.
+    """smp's UPerNet (Xiao et al. 2018): PSP on the deepest level + FPN from stride 4 up, fused at stride 4.
+
+    Resizes by interpolation, so any input size works.
 
     Args:
         num_classes: output channels.
@@ -204,8 +202,14 @@ def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int
                                 f"deepest is stride {levels[-1].stride}; build it with output_stride 16 or 32")
     decoder = UPerNetDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
                              decoder_channels=decoder_channels)
-    return SmpSegmentation(backbone, levels, decoder, SegmentationHead(decoder_channels, num_classes, kernel_size=1),
-                           name="upernet")
+    return _model("upernet", backbone, levels, decoder, decoder_channels, num_classes)
+
+
+def _model(name: str, backbone: nn.Module, levels: Sequence[FeatureSpec], decoder: nn.Module,
+           decoder_channels: int, num_classes: int, *, kernel_size: int = 1, divisor: int = 1) -> SmpSegmentation:
+    """Wrap with smp's SegmentationHead (3x3 after U-Net, 1x1 after the others, as smp's models do)."""
+    head = SegmentationHead(decoder_channels, num_classes, kernel_size=kernel_size)
+    return SmpSegmentation(backbone, levels, decoder, head, divisor=divisor, name=name)
 
 
 def _backbone_in_channels(backbone: nn.Module) -> int:
