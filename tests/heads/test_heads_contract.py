@@ -70,6 +70,7 @@ def test_builders_called_directly_check_the_output_stride():
     ("fasterrcnn_fpn", {"trainable_layers": 7}, "trainable_layers"),
     ("fasterrcnn_fpn", {"levels": ["C4", "C4"]}, "levels"),
     ("fasterrcnn_fpn", {"min_size": 0}, "min_size"),
+    ("fasterrcnn_fpn", {"min_size": [64, 0]}, "min_size"),
     ("maskrcnn_fpn", {"num_classes": 1}, "num_classes"),
     ("maskrcnn_fpn", {"frozen_bn": 1}, "frozen_bn"),
     ("unet", {"decoder_channels": [64, 32]}, "decoder_channels"),
@@ -104,6 +105,8 @@ def test_detector_keywords_pass_through_and_override_the_preset():
     assert model.roi_heads.detections_per_img == 7
     assert model.transform.min_size == (320,) and model.transform.max_size == 512
     assert model.rpn._pre_nms_top_n["testing"] == 150  # untouched preset value
+    multi_scale = registry.build("maskrcnn_fpn", backbone="mobilenet_v3_small", min_size=[64, 80])
+    assert multi_scale.transform.min_size == (64, 80) and multi_scale.transform.max_size == 1333
 
 
 def test_default_pyramid_levels_anchors_and_roi_pooling():
