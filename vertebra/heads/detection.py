@@ -102,7 +102,7 @@ def fasterrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = 
                    frozen_bn: bool = False, min_size: int | Sequence[int] | None = None,
                    max_size: int | None = None,
                    **detector_kwargs: Any) -> FasterRCNN:
-    """Faster R-CNN with an FPN on the backbone's levels (see the module docstring for presets).
+    """Faster R-CNN (torchvision's) over a feature pyramid built from the backbone's levels.
 
     Args:
         num_classes: classes including background (91 = COCO's id space, as torchvision).
