@@ -96,6 +96,10 @@ def test_unknown_detector_keywords_list_the_valid_ones():
     valid = message.split("valid arguments: ")[1].split(", ")
     assert {"rpn_score_thresh", "box_detections_per_img", "trainable_layers", "levels", "min_size"} <= set(valid)
     assert "rpn_head" not in valid and "backbone" not in valid  # modules are not configurable
+    with pytest.raises(ConfigError) as info:
+        registry.build_from_config({"head": "maskrcnn_fpn", "backbone": "mobilenet_v3_small",
+                                    "box_nms_tresh": 0.4}, path="model")
+    assert info.value.path == "model.box_nms_tresh"
 
 
 def test_detector_keywords_pass_through_and_override_the_preset():

@@ -180,7 +180,8 @@ def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) 
     if unknown:
         explicit = [name for name in inspect.signature(fasterrcnn_fpn).parameters
                     if name not in ("backbone", "detector_kwargs")]
-        raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head)
+        path = next(iter(unknown)) if len(unknown) == 1 else None
+        raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head, path=path)
     options = {"min_size": 800, "max_size": 1333, **row.defaults, **given}
     if args["min_size"] is not None:
         size = args["min_size"]
