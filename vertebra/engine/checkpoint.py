@@ -114,10 +114,10 @@ def check_architecture(state: Mapping[str, Any], model: nn.Module, path: str | P
     shapes = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if missing or unexpected or shapes:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
             if keys:
                 detail = ", ".join(
-                    f"{k} {found[k]} vs {expected[k]}" if label == "shape mismatch" else k for k in keys[:5])
+                    f"{k} {found[k]} vs {expected[k]}" if keys is shapes else k for k in keys[:5])
                 parts.append(f"{len(keys)} {label}: {detail}{', ...' if len(keys) > 5 else ''}")
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model's architecture "
                               f"({'; '.join(parts)}); it was trained with another model config")

@@ -108,6 +108,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     seed: int = 0
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    threads: int | None = None                 # CPU intra-op threads (None: torch's default, one per core)
     amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only; ignored (off) on CPU with a warning
     channels_last: bool = False
     clip_grad_norm: float | None = None
@@ -183,6 +184,8 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
     for name in ("epochs", "batch_size", "eval_every", "log_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"must be at least 1, got {getattr(config, name)}", path=name)
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"must be at least 1 or null, got {config.threads}", path="threads")
     if config.ema is not None and not 0.0 < config.ema < 1.0:
         raise ConfigError(f"EMA decay must be between 0 and 1 (e.g. 0.999), got {config.ema}", path="ema")
     if config.bn_momentum is not None and not 0.0 < config.bn_momentum <= 1.0:

@@ -72,6 +72,13 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
     return model
 
 
+def _checksum(model: nn.Module) -> float:
+    """A cheap fingerprint of the parameters (position-weighted sum), to show ranks stayed in sync."""
+    with torch.no_grad():
+        return float(sum((index + 1) * p.detach().double().abs().sum().item()
+                         for index, p in enumerate(model.parameters())))
+
+
 def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
     """A training setting, not architecture: the state_dict is unchanged."""
     for module in model.modules():
@@ -93,6 +100,8 @@ class _Run:
     def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool,
                  on_step: Callable[[int, int], None] | None):
         self.config, self.out_dir, self.progress, self.on_step = config, out_dir, progress, on_step
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.dist: DistInfo = init_from_env(resolve_device(config.device).type)
         self.device = resolve_device(config.device, self.dist.local_rank)
         seed_everything(config.seed)
@@ -148,6 +157,7 @@ class _Run:
             "running": {"loss_sums": dict(self.running["loss_sums"]), "images": self.running["images"],
                         "seconds": self.running["seconds"]},
             "rng": rng, "world_size": self.dist.world_size,
+            "param_checksums": all_gather_objects(_checksum(self.model)),   # equal on every rank under DDP
             "config": config_to_dict(self.config),
             "model_config": getattr(self.model, "config", None),
             "history": self.history,
@@ -312,7 +322,8 @@ def _draw_predictions(task: Task, model: nn.Module, bundle: DataBundle, config: 
     model.eval()
     images = task.draw(model, next(iter(loader)), limit)
     model.train(was_training)
-    return save_image_grid(images, path)
+    wide = images[0].shape[-1] > 2 * images[0].shape[-2]     # multi-panel samples: fewer per row
+    return save_image_grid(images, path, columns=2 if wide else 4)
 
 
 def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resume: bool = False,
@@ -379,6 +390,8 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
     """
     if isinstance(config, dict):
         config = parse_config(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     dist = init_from_env(resolve_device(config.device).type)
     device = resolve_device(config.device, dist.local_rank)
     out = Path(out_dir or config.out or Path(checkpoint).parent)   # where training generated its data

@@ -114,7 +114,9 @@ def save_image_grid(images: Iterable[Tensor], path: str | Path, *, columns: int 
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """An aligned plain-text table; floats with 3 decimals, missing cells as '-'."""
+    """Dict rows as the CLI's aligned table; floats with 3 decimals, missing cells as '-'."""
+    from ..cli import format_table as cli_table
+
     def cell(value: Any) -> str:
         if value is None:
             return "-"
@@ -123,9 +125,4 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
         return str(value)
 
     body = [[cell(row.get(column)) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in body)) for i, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(widths[i]) for i, column in enumerate(columns)),
-             "  ".join("-" * width for width in widths)]
-    lines += ["  ".join(value.rjust(widths[i]) if i else value.ljust(widths[i]) for i, value in enumerate(line))
-              for line in body]
-    return "\n".join(lines)
+    return cli_table(body, list(columns), align="l" + "r" * (len(columns) - 1))

@@ -29,9 +29,6 @@ from .distributed import all_reduce_sum
 
 __all__ = ["DataBundle", "prepare_data", "build_data", "make_task", "Task"]
 
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
-
 
 @dataclass
 class DataBundle:
@@ -53,12 +50,35 @@ def _shapes_root(config: DataConfig, out_dir: Path) -> Path:
 
 
 def prepare_data(task: str, config: DataConfig, out_dir: Path) -> None:
-    """Generate the built-in shapes set when the config asks for it (rank 0 only, before build_data)."""
+    """Generate the built-in shapes set when the config asks for it (rank 0 only, before build_data).
+
+    A set already on disk with the same seed, image size and counts is reused (the generator is
+    deterministic, so regenerating would write the same bytes).
+    """
     if config.format == "shapes" and task != "classification":
         from ..data import generate_shapes
 
-        generate_shapes(_shapes_root(config, out_dir), num_train=config.num_train, num_val=config.num_val,
-                        image_size=config.image_size, seed=config.shapes_seed)
+        root = _shapes_root(config, out_dir)
+        if not _shapes_present(root, config):
+            generate_shapes(root, num_train=config.num_train, num_val=config.num_val,
+                            image_size=config.image_size, seed=config.shapes_seed)
+
+
+def _shapes_present(root: Path, config: DataConfig) -> bool:
+    import json
+
+    for split, count in (("train", config.num_train), ("val", config.num_val)):
+        try:
+            data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        except (OSError, ValueError):
+            return False
+        info = data.get("info", {}) if isinstance(data, dict) else {}
+        if (info.get("seed"), info.get("image_size"), len(data.get("images", []))) != (
+                config.shapes_seed, config.image_size, count):
+            return False
+        if not all((root / split / image["file_name"]).is_file() for image in data["images"]):
+            return False
+    return True
 
 
 def _coco_paths(config: DataConfig, out_dir: Path) -> tuple[Path, Path, Path, Path]:
@@ -239,25 +259,11 @@ class DetectionTask(Task):
         return self._evaluator.compute()
 
     def draw(self, model, batch, limit):
-        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+        from .draw import detection_panel, to_uint8
 
-        images, _, outputs = self._predict(model, batch)
-        drawn = []
-        for image, output in list(zip(images, outputs))[:limit]:
-            canvas = (image.clamp(0, 1) * 255).to(torch.uint8).cpu()
-            keep = output["scores"] > 0.5
-            labels = output["labels"][keep].cpu().tolist()
-            colors = [_PALETTE[label % len(_PALETTE)] for label in labels]
-            if self.masks and keep.any():
-                canvas = draw_segmentation_masks(canvas, output["masks"][keep][:, 0].cpu() > 0.5, alpha=0.4,
-                                                 colors=colors)
-            names = [f"{self.bundle.class_names[l]} {s:.2f}" for l, s in
-                     zip(labels, output["scores"][keep].cpu().tolist())]
-            if keep.any():
-                canvas = draw_bounding_boxes(canvas, output["boxes"][keep].cpu(), labels=names, colors=colors,
-                                             width=2)
-            drawn.append(canvas)
-        return drawn
+        images, targets, outputs = self._predict(model, batch)
+        return [detection_panel(to_uint8(image), output, target, self.bundle.class_names, self.masks)
+                for image, target, output in list(zip(images, targets, outputs))[:limit]]
 
 
 class SemanticTask(Task):
@@ -293,24 +299,15 @@ class SemanticTask(Task):
         return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
     def draw(self, model, batch, limit):
-        from torchvision.utils import draw_segmentation_masks
-
         from ..data import IMAGENET_MEAN, IMAGENET_STD
+        from .draw import semantic_panel, to_uint8
 
-        images, _ = batch
-        images = images[:limit]
+        images, masks = batch
+        images, masks = images[:limit], masks[:limit]
         with torch.no_grad():
-            labels = model(self._images(images))["out"].argmax(1).cpu()
-        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        drawn = []
-        for image, label in zip(images, labels):
-            canvas = ((image.cpu() * std + mean).clamp(0, 1) * 255).to(torch.uint8)
-            classes = [c for c in range(1, self.bundle.num_classes) if (label == c).any()]
-            if classes:
-                canvas = draw_segmentation_masks(canvas, torch.stack([label == c for c in classes]), alpha=0.5,
-                                                 colors=[_PALETTE[c % len(_PALETTE)] for c in classes])
-            drawn.append(canvas)
-        return drawn
+            predicted = model(self._images(images))["out"].argmax(1).cpu()
+        return [semantic_panel(to_uint8(image, IMAGENET_MEAN, IMAGENET_STD), guess, mask)
+                for image, guess, mask in zip(images, predicted, masks)]
 
 
 class ClassificationTask(Task):
@@ -340,24 +337,16 @@ class ClassificationTask(Task):
         return self._metric.compute()
 
     def draw(self, model, batch, limit):
-        from torchvision.utils import draw_bounding_boxes
-
         from ..data import IMAGENET_MEAN, IMAGENET_STD
+        from .draw import classification_panel, to_uint8
 
         images, labels = batch
         images = images[:limit]
         with torch.no_grad():
             predicted = model(self._images(images)).argmax(1).cpu().tolist()
-        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        drawn = []
-        for image, label, guess in zip(images, labels.tolist(), predicted):
-            canvas = ((image.cpu() * std + mean).clamp(0, 1) * 255).to(torch.uint8)
-            h, w = canvas.shape[-2:]
-            ok = guess == label
-            text = f"{self.bundle.class_names[guess]}{'' if ok else ' (' + self.bundle.class_names[label] + ')'}"
-            drawn.append(draw_bounding_boxes(canvas, torch.tensor([[1, 1, w - 2, h - 2]]), labels=[text],
-                                             colors=[(0, 200, 0) if ok else (220, 0, 0)], width=2))
-        return drawn
+        return [classification_panel(to_uint8(image, IMAGENET_MEAN, IMAGENET_STD), guess, label,
+                                     self.bundle.class_names)
+                for image, guess, label in zip(images, predicted, labels.tolist())]
 
 
 def make_task(task: str, bundle: DataBundle, device: torch.device, channels_last: bool = False) -> Task:

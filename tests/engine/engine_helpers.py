@@ -1,0 +1,52 @@
+"""Tiny configs for engine tests: smallest backbone, 64 px images, a handful of samples."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from PIL import Image
+
+SMALL = {"name": "mobilenet_v3_small"}
+
+TINY = {
+    "detection": {"task": "detection",
+                  "model": {"head": "fasterrcnn_fpn", "backbone": SMALL, "min_size": 64, "max_size": 64,
+                            "fpn_channels": 16, "box_batch_size_per_image": 16, "rpn_pre_nms_top_n_train": 50,
+                            "rpn_post_nms_top_n_train": 20, "rpn_pre_nms_top_n_test": 20,
+                            "rpn_post_nms_top_n_test": 10},
+                  "data": {"num_train": 4, "num_val": 2, "image_size": 64, "size": None}},
+    "instance": {"task": "instance",
+                 "model": {"head": "maskrcnn_fpn", "backbone": SMALL, "min_size": 64, "max_size": 64,
+                           "fpn_channels": 16, "box_batch_size_per_image": 16, "rpn_pre_nms_top_n_train": 50,
+                           "rpn_post_nms_top_n_train": 20, "rpn_pre_nms_top_n_test": 20,
+                           "rpn_post_nms_top_n_test": 10},
+                 "data": {"num_train": 4, "num_val": 2, "image_size": 64, "size": None}},
+    "semantic": {"task": "semantic", "model": {"head": "lraspp", "backbone": SMALL, "inter_channels": 16},
+                 "data": {"num_train": 4, "num_val": 2, "image_size": 64, "size": 64}},
+    "classification": {"task": "classification", "model": {"head": "classifier", "backbone": SMALL},
+                       "data": {"format": "image_folder", "train_images": "train", "val_images": "val",
+                                "size": 32}},
+}
+COMMON = {"epochs": 1, "batch_size": 2, "seed": 0, "optimizer": {"name": "sgd", "lr": 0.01},
+          "schedule": {"warmup_epochs": 0}, "log_every": 1}
+
+
+def tiny(task: str, **top) -> dict:
+    config = copy.deepcopy({**COMMON, **TINY[task]})
+    config.update(top)
+    return config
+
+
+def write_image_folder(root) -> None:
+    """Three colour classes, 4 train / 2 val images each, 32 px: enough for ImageFolder + top-k."""
+    generator = torch.Generator().manual_seed(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, count in (("train", 4), ("val", 2)):
+        for name, colour in colours.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                noise = torch.randint(0, 40, (32, 32, 3), generator=generator)
+                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{index}.png")

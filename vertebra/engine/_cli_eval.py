@@ -1,0 +1,26 @@
+"""``vertebra eval CONFIG --checkpoint PATH``: COCO AP / mIoU / top-k of a checkpoint on the val split."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._cli_train import add_common, is_main_process, load
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--checkpoint", required=True,
+                        help="a last.pth written by 'vertebra train' (or a weights file for vertebra.weights)")
+    parser.add_argument("--out", default=None, help="also draw predictions.png into this folder")
+    parser.add_argument("--no-ema", action="store_true", help="evaluate the raw weights even if EMA weights exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .loop import evaluate
+    from .report import format_table
+
+    config = load(args)
+    metrics = evaluate(config, args.checkpoint, out_dir=args.out, use_ema=not args.no_ema)
+    if is_main_process():
+        print(format_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]))
+    return 0
