@@ -1,0 +1,121 @@
+"""Accuracy of short, deterministic training runs: a regression here means a model stopped learning as well.
+
+* detection AP50 on the built-in shapes set: Faster R-CNN + FPN on MobileNetV3-Large (the quickstart's
+  detector config, on half its training images), through ``vertebra.engine.train``;
+* LR-ASPP mIoU on the shapes set (the quickstart's segmenter config, half its images), through the engine;
+* classifier top-1 on scikit-learn's digits (1797 real 8x8 handwritten digits, upscaled to 32 px),
+  MobileNetV3-Small from scratch.  This one is an in-memory loop rather than the engine: the engine's
+  classification transforms are ImageNet's (random resized crops, flips), which destroy 8x8 digits;
+  the point is to track the model, with vertebra's own top-k metric.
+
+Metrics are gated (``tolerance`` below the baseline fails) only in full mode; quick and smoke runs
+shrink the data to seconds and record their numbers ungated.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vertebra import registry
+
+DETECTION_TOLERANCE = 0.08   # AP50 points (0-1 scale) below the baseline that still pass
+SEGMENTATION_TOLERANCE = 0.05
+DIGITS_TOLERANCE = 0.03
+
+
+def _record(benchmark, settings, name: str, value: float, tolerance: float, **extra) -> None:
+    benchmark.extra_info.setdefault("metrics", {})[name] = {
+        "value": float(value), "higher_is_better": True, "tolerance": tolerance,
+        "gated": settings.mode == "full", **extra}
+
+
+def _engine_config(base: dict, out, settings, train_images: int) -> dict:
+    from vertebra.engine._quickstart import QUICK_OVERRIDES
+    from vertebra.engine.config import apply_overrides
+
+    overrides = [f"data.root={out / 'data'}", "device=cpu", f"data.num_train={train_images}"]
+    if settings.mode != "full":
+        overrides = [f"data.root={out / 'data'}", "device=cpu", *QUICK_OVERRIDES]
+        if base["task"] == "detection":
+            overrides += ["model.min_size=64", "model.max_size=64"]
+    return apply_overrides(copy.deepcopy(base), overrides)
+
+
+def _train(config: dict, out) -> dict:
+    from vertebra.engine import train
+
+    return train(config, out_dir=out / "run", progress=False).metrics
+
+
+def test_detection_ap50_shapes(benchmark, settings, tmp_path):
+    from vertebra.engine._quickstart import DETECTION
+
+    config = _engine_config(DETECTION, tmp_path, settings, train_images=256)
+    benchmark.group = "accuracy (short training runs)"
+    benchmark.extra_info["config"] = config
+    metrics = benchmark.pedantic(_train, args=(config, tmp_path), rounds=1, iterations=1)
+    _record(benchmark, settings, "detection_ap50_shapes_fasterrcnn_mobilenet_v3_large", metrics["AP50"],
+            DETECTION_TOLERANCE)
+
+
+def test_lraspp_miou_shapes(benchmark, settings, tmp_path):
+    from vertebra.engine._quickstart import SEGMENTATION
+
+    config = _engine_config(SEGMENTATION, tmp_path, settings, train_images=256)
+    benchmark.group = "accuracy (short training runs)"
+    benchmark.extra_info["config"] = config
+    metrics = benchmark.pedantic(_train, args=(config, tmp_path), rounds=1, iterations=1)
+    _record(benchmark, settings, "lraspp_miou_shapes_mobilenet_v3_large", metrics["mIoU"], SEGMENTATION_TOLERANCE)
+
+
+def _digits(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # 0..16 grey levels
+    images = F.interpolate(images, size=size, mode="nearest").expand(-1, 3, -1, -1)
+    return ((images - 0.5) / 0.5).contiguous(), torch.tensor(digits.target)
+
+
+def _train_digits(epochs: int, train_count: int, batch: int = 64, lr: float = 0.01) -> float:
+    from vertebra.metrics.classification import TopKAccuracy
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    images, labels = _digits()
+    order = torch.randperm(len(images), generator=generator)
+    train, val = order[:train_count], order[1437:]        # the last 360 digits are always the val split
+    model = registry.build("classifier", backbone="mobilenet_v3_small", num_classes=10)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1                          # short run from scratch: let statistics keep up
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * -(-len(train) // batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    for _ in range(epochs):
+        shuffled = train[torch.randperm(len(train), generator=generator)]
+        for start in range(0, len(shuffled), batch):
+            chosen = shuffled[start:start + batch]
+            loss = F.cross_entropy(model(images[chosen]), labels[chosen])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    metric = TopKAccuracy(ks=(1,))
+    with torch.no_grad():
+        metric.update(model(images[val]), labels[val])
+    return float(metric.compute()["top1"])
+
+
+def test_classifier_top1_digits(benchmark, settings):
+    epochs, train_count = (8, 1437) if settings.mode == "full" else (1, 256)
+    benchmark.group = "accuracy (short training runs)"
+    benchmark.extra_info.update(epochs=epochs, train_images=train_count, val_images=360)
+    top1 = benchmark.pedantic(_train_digits, args=(epochs, train_count), rounds=1, iterations=1)
+    _record(benchmark, settings, "classifier_top1_digits_mobilenet_v3_small", top1, DIGITS_TOLERANCE)

@@ -1,0 +1,102 @@
+"""``vertebra bench``: run the benchmark suite, print a table, compare with a baseline, save, chart.
+
+::
+
+    vertebra bench --quick                                   # minutes: small sizes, 3 rounds
+    vertebra bench --compare benchmarks/baselines/cpu.json   # exit 1 on a >10% ratio drop or a metric below tolerance
+    vertebra bench --save benchmarks/baselines/cpu.json --chart bench.png
+    vertebra bench --from-json results.json --compare benchmarks/baselines/cpu.json   # compare without re-running
+
+The suite lives in the source tree (``benchmarks/``, pytest-benchmark), not in the installed
+package: run from a checkout, or point ``--benchmarks`` at it.  What is gated, and why ratios rather
+than images/s, is in :mod:`vertebra._bench_compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ._bench_compare import DEFAULT_THRESHOLD, compare, format_summary, load_summary, save_summary, summarize, \
+    write_chart
+from .errors import ConfigError
+
+EXIT_REGRESSION = 1
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (minutes, not an hour)")
+    parser.add_argument("--compare", metavar="BASELINE", help="baseline JSON to gate against (exit 1 on regression)")
+    parser.add_argument("--save", metavar="BASELINE", help="write this run's summary as a baseline JSON")
+    parser.add_argument("--chart", metavar="PNG", help="write a bar chart of images/s vs torchvision/timm/smp")
+    parser.add_argument("--json", metavar="FILE", help="keep pytest-benchmark's raw JSON here")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="skip running: read results (raw pytest-benchmark JSON or a saved summary)")
+    parser.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases matching this pytest -k expression")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"allowed throughput drop as a fraction (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--absolute", action="store_true",
+                        help="gate images/s instead of ratios to the reference (dedicated machines only)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for the run (default: torch's choice)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile references (slow on CPU)")
+    parser.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: ./benchmarks, "
+                        "then the one next to the vertebra package in a source checkout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    baseline = load_summary(args.compare) if args.compare else None  # fail fast on a bad path
+    suite_failed = False
+    if args.from_json:
+        summary = load_summary(args.from_json)
+    else:
+        summary, suite_failed = _run_suite(args)
+    comparison = compare(summary, baseline, threshold=args.threshold, absolute=args.absolute)
+    show = comparison if (baseline is not None or comparison.rows) else None
+    print(format_summary(summary, show))
+    if args.save:
+        print(f"saved baseline: {save_summary(summary, args.save)}")
+    if args.chart:
+        print(f"chart: {write_chart(summary, args.chart)}")
+    if suite_failed:
+        print("FAIL: some benchmarks raised (see pytest's output above); their cases are missing", file=sys.stderr)
+    return 0 if comparison.ok and not suite_failed else EXIT_REGRESSION
+
+
+def find_benchmarks(explicit: str | None = None) -> Path:
+    """The benchmarks folder: ``explicit``, else ./benchmarks, else the source checkout's."""
+    candidates = [Path(explicit)] if explicit else [Path.cwd() / "benchmarks",
+                                                    Path(__file__).resolve().parent.parent / "benchmarks"]
+    for candidate in candidates:
+        if (candidate / "conftest.py").is_file():
+            return candidate
+    raise ConfigError("cannot find the benchmark suite (a 'benchmarks' folder with conftest.py) at "
+                      + " or ".join(repr(str(c)) for c in candidates)
+                      + "; run from a vertebra source checkout or pass --benchmarks DIR")
+
+
+def _run_suite(args: argparse.Namespace) -> tuple[dict, bool]:
+    """Run pytest on the suite; the summary, and whether any benchmark failed."""
+    folder = find_benchmarks(args.benchmarks)
+    with tempfile.TemporaryDirectory() as scratch:
+        raw_path = Path(args.json) if args.json else Path(scratch) / "benchmarks.json"
+        command = [sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
+                   f"--benchmark-json={raw_path}", "--benchmark-columns=median,rounds"]
+        if args.quick:
+            command.append("--quick")
+        if args.keyword:
+            command += ["-k", args.keyword]
+        if args.threads:
+            command.append(f"--bench-threads={args.threads}")
+        if args.no_compile:
+            command.append("--no-compile")
+        print("running: " + " ".join(command), flush=True)
+        done = subprocess.run(command, cwd=folder.parent)
+        if not raw_path.is_file():
+            raise ConfigError(f"the benchmark run wrote no results (pytest exit status {done.returncode}); "
+                              f"see its output above")
+        raw = json.loads(raw_path.read_text())
+    return summarize(raw), done.returncode not in (0, 5)  # 5: nothing selected by -k
