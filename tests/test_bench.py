@@ -183,3 +183,25 @@ def test_real_quick_run_of_one_case(tmp_path, capsys, monkeypatch):
     regressed = copy.deepcopy(summary)
     regressed["cases"][name]["ratio"] = case["ratio"] * 2  # a baseline twice as good: this run regressed
     assert cli.main(["bench", "--from-json", str(saved), "--compare", _write(tmp_path, "b.json", regressed)]) == 1
+
+
+def test_saved_bytes_counts_saved_tensors_and_checkpoint_inputs():
+    """The memory benchmark's counter on a model whose saved tensors are known exactly."""
+    import sys
+
+    import torch
+    from torch import nn
+    from torch.utils.checkpoint import checkpoint
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _harness import SavedBytes
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100))
+    x = torch.randn(10, 100)  # 4000 bytes
+    # Linear saves its input, ReLU its output (which the second Linear saves too: one storage).
+    assert SavedBytes(block).measure(lambda: block(x).sum()) == 4000 + 4000
+    counter = SavedBytes(block, checkpointed=[block], segments=[block])
+    kept = counter.measure(lambda: checkpoint(block, x, use_reentrant=False).sum())
+    assert kept == 4000  # only the segment's input survives to backward
+    assert block[0].weight.grad is not None
