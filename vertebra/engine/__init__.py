@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_config": ".config",
     "parse_config": ".config",
     "train": ".loop",
-    "evaluate": ".loop",
+    "evaluate": ".evaluation",
     "RunResult": ".loop",
     "NonFiniteLossError": ".runtime",
 }
@@ -25,7 +25,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TrainConfig, load_config, parse_config
-    from .loop import RunResult, evaluate, train
+    from .evaluation import evaluate
+    from .loop import RunResult, train
     from .runtime import NonFiniteLossError
 
 

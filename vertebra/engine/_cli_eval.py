@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loop import evaluate
+    from .evaluation import evaluate
     from .report import format_table
 
     config = load(args)
