@@ -51,6 +51,7 @@ class RunResult:
     epochs_done: int = 0
     stopped_by: str | None = None     # "SIGTERM" / "SIGINT" when a signal ended the run early
     files: dict[str, Path] = field(default_factory=dict)
+    model: nn.Module | None = None    # the trained model (unwrapped; EMA weights live in the checkpoint)
 
 
 def _checksum(model: nn.Module) -> float:
@@ -293,7 +294,7 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
         while run.epoch < config.epochs:
             if not run.train_epoch(stop):
                 return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
-                                 stopped_by=stop.received)
+                                 stopped_by=stop.received, model=run.model)
             last = run.epoch == config.epochs
             if last or run.epoch % config.eval_every == 0:
                 metrics = run.evaluate()
@@ -301,11 +302,11 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
             run.save()
             if _agreed(stop.received is not None) and not last:
                 return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
-                                 stopped_by=stop.received)
+                                 stopped_by=stop.received, model=run.model)
     final = next((r for r in reversed(run.history) if r["kind"] == "eval"), {})
     metrics = {k: v for k, v in final.items() if k not in ("kind", "epoch")}
     rates = [r["images_per_s"] for r in run.history if r["kind"] == "train"]
-    result = RunResult(out, metrics, run.history, run.checkpoint_path,
+    result = RunResult(out, metrics, run.history, run.checkpoint_path, model=run.model,
                        images_per_s=sum(rates) / len(rates) if rates else 0.0, epochs_done=run.epoch)
     if run.dist.is_main:
         title = f"{config.model.get('head')} on {_backbone_name(config.model)} ({config.task})"
