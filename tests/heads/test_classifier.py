@@ -18,15 +18,6 @@ from vertebra.weights import load_weights
 SMALLEST = ["efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small"]
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """One thread per test: spin-waiting OpenMP threads on a busy shared CPU slow small convs badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", SMALLEST)
 def test_logits_shape_training_step_and_config_round_trip(name):
     torch.manual_seed(0)

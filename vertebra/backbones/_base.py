@@ -249,7 +249,7 @@ class Backbone(nn.Module):
             for parameter in layer.parameters():
                 parameter.requires_grad_(False)
             if bn == "frozen":
-                _freeze_batchnorm(layer)
+                freeze_batchnorm(layer)
             elif bn == "eval":
                 self._frozen_bn_eval.extend(m for m in layer.modules()
                                             if isinstance(m, nn.modules.batchnorm._BatchNorm))
@@ -280,15 +280,18 @@ def _normalise_indices(out_indices: Sequence[int] | None, count: int) -> list[in
     return sorted(resolved)
 
 
-def _freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under ``module`` in place with a FrozenBatchNorm2d copy."""
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d under ``module`` in place with a FrozenBatchNorm2d holding the same
+    statistics (shared by ``Backbone.freeze(bn="frozen")`` and the detectors' ``frozen_bn``).
+    Works on the ``meta`` device too, where there are no values to copy."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
+        if isinstance(child, nn.BatchNorm2d) and child.affine and child.track_running_stats:
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps).to(child.running_mean.device)
+            if child.running_mean.device.type != "meta":
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
             setattr(module, name, frozen)
         else:
-            _freeze_batchnorm(child)
+            freeze_batchnorm(child)

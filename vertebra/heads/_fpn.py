@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..backbones._base import freeze_batchnorm
 from ..errors import ConfigError
 from ..features import FeatureSpec
 
@@ -89,18 +89,3 @@ def set_batchnorm(module: nn.Module, *, eps: float, momentum: float) -> None:
     for child in module.modules():
         if isinstance(child, nn.BatchNorm2d):
             child.eps, child.momentum = eps, momentum
-
-
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under ``module`` with a FrozenBatchNorm2d holding the same statistics."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d) and child.affine and child.track_running_stats:
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps).to(child.running_mean.device)
-            if child.running_mean.device.type != "meta":
-                frozen.weight.copy_(child.weight.detach())
-                frozen.bias.copy_(child.bias.detach())
-                frozen.running_mean.copy_(child.running_mean)
-                frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)
