@@ -12,7 +12,6 @@ import types
 import pytest
 
 from vertebra import cli, registry
-from vertebra.plugins import hookimpl
 from vertebra.plugins.testing import write_distribution
 
 PLUGIN = '''

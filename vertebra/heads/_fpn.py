@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ..backbones._base import freeze_batchnorm
 from ..errors import ConfigError
 from ..features import FeatureSpec
 

@@ -49,7 +49,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from ..errors import ConfigError
 from ..features import FeatureSpec
 from ._base import Requirements, requires
-from ._fpn import BackboneWithFPN, freeze_backbone, freeze_batchnorm, set_batchnorm
+from ..backbones._base import freeze_batchnorm
+from ._fpn import BackboneWithFPN, freeze_backbone, set_batchnorm
 from ._levels import by_names, feature_info_of
 from ._options import check_bool, check_choice, check_int_list, check_positive_int, torchvision_detection_key_map
 
