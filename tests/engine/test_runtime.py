@@ -79,3 +79,15 @@ def test_channels_last_ema_clipping_and_bn_momentum_in_one_run(tmp_path):
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     norms = [m for m in result.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(m.momentum == 0.3 for m in norms)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_amp_plumbing_runs_under_cpu_autocast(tmp_path, monkeypatch, dtype):
+    """No GPU here: force the AMP path onto CPU autocast to exercise autocast + GradScaler + checkpoint."""
+    import vertebra.engine.loop as loop
+
+    monkeypatch.setattr(loop, "amp_dtype", lambda amp, device: dtype)
+    result = train(tiny("semantic"), out_dir=tmp_path, progress=False)
+    assert all(v == v for v in result.metrics.values())            # finite, not NaN
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (state["scaler"] is not None) == (dtype == torch.float16)   # GradScaler only for float16

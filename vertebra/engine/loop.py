@@ -296,10 +296,13 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
                 return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
                                  stopped_by=stop.received, model=run.model)
             last = run.epoch == config.epochs
+            metrics = {}
             if last or run.epoch % config.eval_every == 0:
                 metrics = run.evaluate()
                 run._record({"kind": "eval", "epoch": run.epoch, **metrics})
             run.save()
+            if progress and run.dist.is_main:
+                _print_epoch(run.history, metrics, config.epochs)
             if _agreed(stop.received is not None) and not last:
                 return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
                                  stopped_by=stop.received, model=run.model)
@@ -315,6 +318,16 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
                                                         out / "predictions.png")
     barrier()
     return result
+
+
+def _print_epoch(history: list[dict], metrics: dict[str, float], epochs: int) -> None:
+    """One line per epoch (the progress bar itself disappears): loss, throughput, key metrics."""
+    from .report import KEY_METRICS
+
+    record = next(r for r in reversed(history) if r["kind"] == "train")
+    shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in KEY_METRICS if k in metrics and metrics[k] >= 0)
+    tqdm.write(f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.3f}  {record['images_per_s']:.1f} img/s  "
+               f"{record['seconds']:.0f} s" + (f"  |  {shown}" if shown else ""))
 
 
 def _agreed(flag: bool) -> bool:
