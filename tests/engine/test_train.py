@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -59,3 +60,60 @@ def test_jsonl_log_is_json_per_line(tmp_path):
     assert [r["epoch"] for r in records if r["kind"] == "eval"] == [2]      # eval_every=2
     train_record = next(r for r in records if r["kind"] == "train")
     assert {"loss", "loss_out", "lr", "images_per_s", "seconds", "step"} <= set(train_record)
+
+
+def test_coco_format_with_explicit_paths_and_worker_processes(tmp_path):
+    from vertebra.data import generate_shapes
+
+    generate_shapes(tmp_path / "coco", num_train=4, num_val=2, image_size=64, seed=3)
+    config = tiny("semantic")
+    config["data"] = {"format": "coco", "root": str(tmp_path / "coco"), "train_images": "train",
+                      "train_annotations": "annotations/instances_train.json", "val_images": "val",
+                      "val_annotations": "annotations/instances_val.json", "size": 64, "num_workers": 1}
+    first = train(config, out_dir=tmp_path / "a", progress=False)
+    second = train(config, out_dir=tmp_path / "b", progress=False)
+    assert not (tmp_path / "a" / "data").exists()                     # nothing generated for format=coco
+    a, b = (torch.load(tmp_path / run / "last.pth", weights_only=True)["model"] for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)                    # worker seeds follow (seed, epoch)
+    assert first.metrics == second.metrics
+
+
+def test_init_weights_starts_from_a_previous_run(tmp_path):
+    from vertebra.engine.config import parse_config
+    from vertebra.engine.evaluation import build_model
+    from vertebra.engine.tasks import build_data, prepare_data
+
+    train(tiny("semantic"), out_dir=tmp_path / "first", progress=False)
+    previous = torch.load(tmp_path / "first" / "last.pth", weights_only=True)["model"]
+    config = parse_config(tiny("semantic", init_weights=str(tmp_path / "first" / "last.pth")))
+    prepare_data(config.task, config.data, tmp_path / "second")
+    model = build_model(config, build_data(config.task, config.data, tmp_path / "second"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in previous.items())
+
+
+@pytest.mark.parametrize("task, data, message", [
+    ("classification", {"format": "shapes"}, "data.format='image_folder'"),
+    ("classification", {"format": "image_folder"}, "needs data.train_images and data.val_images"),
+    ("detection", {"format": "mask_folder"}, "must be 'shapes' or 'coco'"),
+    ("detection", {"format": "coco", "train_images": "x"}, "needs data.train_annotations, data.val_images"),
+    ("semantic", {"format": "image_folder"}, "'shapes', 'coco' or 'mask_folder'"),
+    ("semantic", {"format": "mask_folder"}, "needs train_images/val_images"),
+])
+def test_data_sections_that_cannot_work_are_refused(tmp_path, task, data, message):
+    from vertebra.engine.config import parse_config
+    from vertebra.engine.tasks import build_data
+    from vertebra.errors import ConfigError
+
+    config = parse_config({"model": {"head": "x"}, "task": task, "data": data})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_data(task, config.data, tmp_path)
+
+
+def test_model_with_too_few_classes_is_refused(tmp_path):
+    from vertebra.errors import ConfigError
+
+    config = tiny("semantic")
+    config["model"]["num_classes"] = 2
+    with pytest.raises(ConfigError, match="the data has 4 classes .* model predicts 2") as info:
+        train(config, out_dir=tmp_path, progress=False)
+    assert info.value.path == "model.num_classes"

@@ -19,8 +19,13 @@ def run(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .report import format_table
 
+    from .distributed import shutdown
+
     config = load(args)
-    metrics = evaluate(config, args.checkpoint, out_dir=args.out, use_ema=not args.no_ema)
+    try:
+        metrics = evaluate(config, args.checkpoint, out_dir=args.out, use_ema=not args.no_ema)
+    finally:
+        shutdown()
     if is_main_process():
         print(format_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]))
     return 0

@@ -52,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from .loop import train
     from .report import format_table
 
+    from .distributed import shutdown
+
     config = load(args)
-    result = train(config, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(config, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    finally:
+        shutdown()                     # leave the process group cleanly under torchrun
     if not is_main_process():
         return 0
     if result.stopped_by is not None:
