@@ -45,7 +45,8 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
 
 
 def make_loader(dataset: Any, sampler: EpochSampler, batch_size: int, bundle: DataBundle, workers: int,
-             drop_last: bool, seed: int) -> DataLoader:
+                drop_last: bool, seed: int) -> DataLoader:
+    """A loader whose order is the sampler's and whose worker seeds come from ``seed`` alone."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=bundle.collate,
                       num_workers=workers, drop_last=drop_last, generator=generator,
@@ -59,7 +60,7 @@ def run_evaluation(task: Task, model: nn.Module, bundle: DataBundle, sampler: Ep
     model.eval()
     task.eval_reset()
     loader = make_loader(bundle.val, sampler, config.eval_batch_size or config.batch_size, bundle,
-                     config.data.num_workers, False, config.seed)
+                         config.data.num_workers, False, config.seed)
     with torch.no_grad():
         for batch in loader:
             task.eval_update(model, batch)
@@ -69,7 +70,8 @@ def run_evaluation(task: Task, model: nn.Module, bundle: DataBundle, sampler: Ep
 
 
 def draw_predictions(task: Task, model: nn.Module, bundle: DataBundle, config: TrainConfig, path: Path,
-                      limit: int = 8) -> Path:
+                     limit: int = 8) -> Path:
+    """The first ``limit`` validation images with the model's predictions, as one PNG grid."""
     loader = DataLoader(bundle.val, batch_size=min(limit, len(bundle.val)), shuffle=False,
                         collate_fn=bundle.collate)
     was_training = model.training
@@ -93,14 +95,14 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
         torch.set_num_threads(config.threads)
     dist = init_from_env(resolve_device(config.device).type)
     device = resolve_device(config.device, dist.local_rank)
-    out = Path(out_dir or config.out or Path(checkpoint).parent)   # where training generated its data
+    path = Path(checkpoint)
+    state = _read_any_checkpoint(path)                 # a missing or corrupt file fails before any work
+    out = Path(out_dir or config.out or path.parent)   # where training generated its data
     if dist.is_main:
         prepare_data(config.task, config.data, out)
     barrier()
     bundle = build_data(config.task, config.data, out)
     model = build_model(config, bundle)
-    path = Path(checkpoint)
-    state = _read_any_checkpoint(path)
     if state is None:
         from ..weights import load_weights
 
@@ -114,6 +116,8 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
         else:
             model.load_state_dict(state["model"])
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     task = make_task(config.task, bundle, device, config.channels_last)
     sampler = EpochSampler(len(bundle.val), shuffle=False, seed=config.seed, rank=dist.rank,
                            world_size=dist.world_size, pad=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -169,6 +170,10 @@ class _Run:
         rng = state.get("rng") or []
         if state.get("world_size") == self.dist.world_size and len(rng) > self.dist.rank:
             ckpt.restore_rng(rng[self.dist.rank])
+        else:
+            warnings.warn(f"{str(path)!r} was written by {state.get('world_size')} process(es), this run has "
+                          f"{self.dist.world_size}: training continues, but the data order and random "
+                          f"augmentation differ from an uninterrupted run", stacklevel=2)
         if self.log is not None:          # the log is rewritten from the checkpoint's history
             self.log.path.write_text("")
             for record in self.history:
@@ -186,7 +191,7 @@ class _Run:
         self.train_module.train()
         self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
         loader = make_loader(self.bundle.train, self.train_sampler, config.batch_size, self.bundle,
-                         config.data.num_workers, True, config.seed * 1000 + self.epoch)
+                             config.data.num_workers, True, config.seed * 1000 + self.epoch)
         remaining = self.steps_per_epoch - self.step_in_epoch
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
                    desc=f"epoch {self.epoch + 1}/{config.epochs}", disable=not (self.progress and self.dist.is_main))
