@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto uses CUDA when available")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: the cores idle right now, see runtime.idle_cores)")
+                        help="CPU threads (default: the idle cores: cores minus the 1-minute load average, at least 1)")
     parser.add_argument("--quick", action="store_true", help="tiny data and one epoch: proves the loop, not the numbers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
