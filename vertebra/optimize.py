@@ -39,8 +39,10 @@ __all__ = ["optimize", "OptimizationReport"]
 
 _BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # SE + projection runs as a batched matmul when the map has at least this many pixels per output
-# channel (below it, reading per-image scaled weights costs more than scaling the map); measured on
-# EfficientNet-B0's blocks, see benchmarks/README.md.
+# channel (below it, reading per-image scaled weights costs more than scaling the map).  Measured on
+# EfficientNet-B0's block shapes, batch 8, one thread (matmul vs multiply + oneDNN 1x1 conv):
+# 112x112 96->24: 18 vs 61 ms; 56x56 144->40: 10 vs 11 ms; 14x14 480->112: 2.1 vs 1.7 ms;
+# 7x7 1152->320: 5.6 vs 3.3 ms.
 _BMM_MIN_PIXELS_PER_OUTPUT = 4
 
 # Activation module -> (oneDNN post-op name, scalars, algorithm) for the fused conv kernel.
