@@ -1,9 +1,11 @@
 """Plugin machinery: the hook specifications, the loader, and the built-in plugin.
 
-Plugin authors need only :data:`hookimpl` (see :mod:`vertebra.plugins.hookspecs` for the hooks).
+Plugin authors need only :data:`hookimpl` (see :mod:`vertebra.plugins.hookspecs` for the hooks),
+and :func:`lazy` to register a factory without importing its module until it is used.
 """
 
+from ._lazy import LazyFactory, lazy
 from ._loader import PluginInfo, PluginWarning
 from .hookspecs import hookimpl, hookspec
 
-__all__ = ["hookimpl", "hookspec", "PluginInfo", "PluginWarning"]
+__all__ = ["hookimpl", "hookspec", "lazy", "LazyFactory", "PluginInfo", "PluginWarning"]

@@ -27,6 +27,7 @@ import pluggy
 
 from ..errors import PluginError
 from . import hookspecs
+from ._lazy import LazyFactory
 
 __all__ = [
     "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "PluginInfo", "PluginWarning", "Registration",
@@ -172,6 +173,10 @@ class _Staging:
             raise PluginError(f"plugin {self.plugin!r} registered {kind} {name!r} as a "
                               f"{type(factory).__name__} ({factory!r:.60}), which is not callable; register "
                               f"the factory function itself")
+        if isinstance(factory, LazyFactory):
+            if factory.plugin is None:
+                factory.plugin = self.plugin
+            factory.check()  # a module that cannot be found fails the plugin now, not at first use
         if (kind, name) in self._seen:
             raise PluginError(f"plugin {self.plugin!r} registered the {kind} {name!r} twice")
         self._seen.add((kind, name))

@@ -1,7 +1,11 @@
 """vertebra's own families, registered through the same hooks a third-party plugin uses.
 
-Family modules are imported inside the hooks, not at import time, so nothing is registered or
-imported by ``import vertebra``.  Each family module lists its factories in ``__all__``.
+Each family module lists its factories in ``__all__``; the hooks read that list from the module's
+source (:func:`~vertebra.plugins._lazy.module_exports`) and register a
+:func:`~vertebra.plugins.lazy` reference per name, so discovery and ``vertebra list`` import no
+family module (and no torch); a family is imported when one of its entries is first built,
+described or inspected.  A family module that raises while importing therefore fails at that first
+use, with a :class:`~vertebra.errors.PluginError` naming the entry.
 
 A family module that does not exist at all (a partial checkout, a package built without it) is
 skipped with a :class:`~vertebra.plugins.PluginWarning` so the other families stay usable (with
@@ -12,8 +16,8 @@ other error inside a family module fails the whole built-in plugin like any plug
 from __future__ import annotations
 
 import warnings
-from importlib import import_module
 
+from ._lazy import lazy, module_exports
 from ._loader import PluginWarning, Settings
 from .hookspecs import hookimpl
 
@@ -33,15 +37,15 @@ HEAD_MODULES = (
 def _register_all(register, module_names) -> None:
     for module_name in module_names:
         try:
-            module = import_module(module_name)
+            names = module_exports(module_name)
         except ModuleNotFoundError as exc:
             if exc.name != module_name or Settings.from_env().strict:
                 raise
             warnings.warn(f"built-in family module {module_name} is missing; its entries are not "
                           f"registered (the rest of vertebra works)", PluginWarning, stacklevel=2)
             continue
-        for name in module.__all__:
-            register(name, getattr(module, name))
+        for name in names:
+            register(name, lazy(f"{module_name}:{name}"))
 
 
 @hookimpl

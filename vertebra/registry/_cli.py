@@ -67,8 +67,13 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _first_line(func: Any) -> str:
+    """The summary; a lazy factory's comes from its source, so listing imports nothing."""
     import inspect
 
+    from ..plugins._lazy import LazyFactory
+
+    if isinstance(func, LazyFactory):
+        return func.summary
     doc = (inspect.getdoc(func) or "").strip()
     return doc.splitlines()[0] if doc else ""
 
