@@ -41,8 +41,22 @@ def vertebra_register_backbones(register: Register) -> None:
     keyword arguments, with defaults, are what users may pass; a factory should accept
     ``out_indices`` and ``output_stride`` to work under every head.  Names are lower-case
     identifiers (``[a-z][a-z0-9_]*``); the entry is also reachable as ``yourplugin:name``.
-    Importing heavy modules inside this hook (not at the top of the plugin) keeps
-    ``vertebra list`` fast.
+
+    To keep ``vertebra list`` fast, register a lazy reference instead of importing the module that
+    defines the factory (and torch)::
+
+        from vertebra.plugins import hookimpl, lazy
+
+        @hookimpl
+        def vertebra_register_backbones(register):
+            register("my_net", lazy("my_package.backbones:my_net"))
+
+    The module is imported on first use (build, describe, ``inspect.signature``); the
+    ``SUMMARY`` column is read from the ``def``'s docstring in the source without importing it.
+    A module that cannot be found fails your plugin at discovery (in isolation, like any plugin
+    failure); a missing attribute or an import error surfaces as a
+    :class:`~vertebra.errors.PluginError` on first use.  Listing ``__all__`` and registering
+    ``lazy(f"{module}:{name}")`` per name is how vertebra registers its own families.
     """
 
 
@@ -53,5 +67,6 @@ def vertebra_register_heads(register: Register) -> None:
     ``builder(backbone, **kwargs)`` returns the complete model (``nn.Module``) built on the given
     backbone.  Declare what the head needs from a backbone with
     :func:`vertebra.heads.requires` so the registry can check (and adapt) a backbone before any
-    weights are allocated; a builder without it accepts every backbone.
+    weights are allocated; a builder without it accepts every backbone.  ``lazy("pkg.mod:builder")``
+    works here too (the requirements are read from the real builder once it is imported).
     """
