@@ -275,3 +275,36 @@ def test_package_attribute_stays_callable():
     first = vertebra.optimize(model)
     second = vertebra.optimize(model)
     assert _count(first, nn.BatchNorm2d) == 0 and _count(second, nn.BatchNorm2d) == 0
+
+
+def test_prepacked_weights_follow_input_shape_and_survive_copies(tmp_path):
+    """The oneDNN weight cache is rebuilt for a new input shape and never copied or saved."""
+    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    fast = optimize(model)
+    convs = [m for m in fast.modules() if isinstance(m, FusedConv2d)]
+    assert convs and all(conv.prepack for conv in convs)
+    with torch.no_grad():
+        for shape in [(2, 3, SIZE, SIZE), (1, 3, SIZE + 32, SIZE)]:
+            x = torch.randn(*shape)
+            _assert_same(fast(x), model(x))
+            assert convs[0]._packed is not None and convs[0]._packed[0][0] == shape
+        clone = copy.deepcopy(fast)  # caches hold opaque oneDNN memory: dropped, not copied
+        torch.save(fast, tmp_path / "fast.pt")
+        _assert_same(clone(x), model(x))
+    assert set(fast.state_dict()) == set(clone.state_dict())
+
+
+def test_fused_conv_takes_an_unbatched_image():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    fast = optimize(model)
+    x = torch.randn(3, 9, 9)
+    with torch.no_grad():
+        _assert_same(fast(x), model(x))
+
+
+def test_compile_disables_prepacking():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = optimize(model, compile={"backend": "eager"})
+    assert not fast._orig_mod[0].prepack

@@ -10,7 +10,8 @@ checks every model family against the unoptimized one):
 2. **channels_last**: NHWC is the layout oneDNN's (CPU) and cuDNN's fast depthwise/1x1 kernels want;
    parameters are converted once and a forward pre-hook converts 4-D inputs.
 3. **Fuse** (CPU, float32, oneDNN available): a convolution and the activation after it become one
-   oneDNN primitive with a post-op (one pass over memory instead of two); squeeze-and-excitation and
+   oneDNN primitive with a post-op (one pass over memory instead of two), reading weights oneDNN has
+   reordered once for the input shape instead of on every call; squeeze-and-excitation and
    the 1x1 projection after it become one batched matmul whose per-image weights are pre-scaled by the
    SE gate, ``W @ (s * x) == (W * s) @ x``, so the SE multiply over the whole feature map disappears.
 4. **torch.compile** on request, on top of the rewritten model.
@@ -106,8 +107,9 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             model.register_forward_pre_hook(_inputs_to_channels_last)
             report["channels_last"] = True
         if fuse and _can_fuse(tensors):
-            report["fused_se"] = _fuse_squeeze_excitation(model)
-            report["fused_conv"] = _fuse_conv_activation(model)
+            prepack = compile is False  # under torch.compile, inductor lays out weights itself
+            report["fused_se"] = _fuse_squeeze_excitation(model, prepack=prepack)
+            report["fused_conv"] = _fuse_conv_activation(model, prepack=prepack)
     model.optimization_report = report
     if compile is not False:
         options = {} if compile is True else dict(compile)
@@ -161,11 +163,14 @@ def _next_real(sequential: nn.Sequential, names: list[str], start: int) -> int |
 class FusedConv2d(nn.Module):
     """``act(conv(x))`` as one oneDNN convolution with a post-op (CPU, float32, inference).
 
-    Keeps ``weight``/``bias`` as ordinary parameters (so the model can still be copied and saved); the
-    kernel reads them directly, in whatever memory format the input has.
+    Keeps ``weight``/``bias`` as ordinary parameters (so the model can still be copied, moved and
+    saved).  With ``prepack`` (the default) the kernel reads a copy of the weight that oneDNN has
+    reordered once into its blocked layout for the current input shape, instead of reordering it on
+    every call; the copy is a cache (rebuilt when the input shape or the weight changes, never saved
+    or copied) and costs one more weight's worth of memory.
     """
 
-    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None):
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None, *, prepack: bool = True):
         super().__init__()
         post_op = ("none", [], "") if activation is None else _POST_OPS[type(activation)](activation)
         self.attr, self.scalars, self.algorithm = post_op
@@ -173,15 +178,34 @@ class FusedConv2d(nn.Module):
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+        self.prepack = prepack
+        self._packed: tuple[tuple, Tensor] | None = None
+
+    def _kernel_weight(self, x: Tensor) -> Tensor:
+        if not self.prepack:
+            return self.weight
+        key = (tuple(x.shape), self.weight.data_ptr(), self.weight._version)
+        if self._packed is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight, self.padding, self.stride,
+                                                                  self.dilation, self.groups, list(x.shape))
+            self._packed = (key, packed)
+        return self._packed[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
-                                                       self.dilation, self.groups, self.attr, self.scalars,
-                                                       self.algorithm)
+        if x.dim() == 3:  # nn.Conv2d also takes one unbatched image
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        return torch.ops.mkldnn._convolution_pointwise(x, self._kernel_weight(x), self.bias, self.padding,
+                                                       self.stride, self.dilation, self.groups, self.attr,
+                                                       self.scalars, self.algorithm)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_packed"] = None  # oneDNN's opaque copy is a cache: rebuilt on the next call
+        return state
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
-                f"stride={tuple(self.stride)}, groups={self.groups}, post_op={self.attr}")
+                f"stride={tuple(self.stride)}, groups={self.groups}, post_op={self.attr}, prepack={self.prepack}")
 
 
 def _fusable_conv(module: nn.Module) -> bool:
@@ -189,7 +213,7 @@ def _fusable_conv(module: nn.Module) -> bool:
             and module.weight.dim() == 4)
 
 
-def _fuse_conv_activation(root: nn.Module) -> int:
+def _fuse_conv_activation(root: nn.Module, *, prepack: bool) -> int:
     """Replace each plain Conv2d of a Sequential (and the activation right after it) by a FusedConv2d."""
     fused = 0
     for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
@@ -204,7 +228,7 @@ def _fuse_conv_activation(root: nn.Module) -> int:
                 sequential._modules[names[j]] = nn.Identity()
             else:
                 activation = None
-            sequential._modules[name] = FusedConv2d(conv, activation)
+            sequential._modules[name] = FusedConv2d(conv, activation, prepack=prepack)
             fused += 1
     return fused
 
@@ -220,7 +244,7 @@ class SqueezeExciteProject(nn.Module):
     pooled vector instead of two 1x1 convolutions.
     """
 
-    def __init__(self, se: SqueezeExcitation, conv: nn.Conv2d):
+    def __init__(self, se: SqueezeExcitation, conv: nn.Conv2d, *, prepack: bool = True):
         super().__init__()
         squeeze = se.fc1.out_channels
         self.fc1_weight = nn.Parameter(se.fc1.weight.detach().reshape(squeeze, -1), requires_grad=False)
@@ -228,7 +252,7 @@ class SqueezeExciteProject(nn.Module):
         self.fc2_weight = nn.Parameter(se.fc2.weight.detach().reshape(-1, squeeze), requires_grad=False)
         self.fc2_bias = nn.Parameter(se.fc2.bias.detach(), requires_grad=False)
         self.activation, self.scale_activation = se.activation, se.scale_activation
-        self.project = FusedConv2d(conv, None)
+        self.project = FusedConv2d(conv, None, prepack=prepack)
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
@@ -270,7 +294,7 @@ def _is_squeeze_excitation(module: nn.Module) -> bool:
             and module.fc2.bias is not None)
 
 
-def _fuse_squeeze_excitation(root: nn.Module) -> int:
+def _fuse_squeeze_excitation(root: nn.Module, *, prepack: bool) -> int:
     fused = 0
     for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
         names = list(sequential._modules)
@@ -281,7 +305,7 @@ def _fuse_squeeze_excitation(root: nn.Module) -> int:
             conv = _projection_of(sequential._modules[names[j]]) if j is not None else None
             if conv is None:
                 continue
-            sequential._modules[names[j]] = SqueezeExciteProject(sequential._modules[name], conv)
+            sequential._modules[names[j]] = SqueezeExciteProject(sequential._modules[name], conv, prepack=prepack)
             sequential._modules[name] = nn.Identity()
             fused += 1
     return fused
