@@ -37,14 +37,15 @@ def parameter_count(model: nn.Module) -> int:
 
 def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[str, Callable[[], Any]], *,
                  rounds: int, warmup: int, images: int, gflop: float | None = None,
-                 peak_gflops: float | None = None) -> dict[str, Any]:
+                 peak_gflops: float | None = None, peak_key: str | None = None) -> dict[str, Any]:
     """Time ``ours`` with pytest-benchmark and every reference in the same rounds; fill ``extra_info``.
 
     ``extra_info`` gets ``images`` (per call), ``ours_ips`` (images/s, median round), and per
     reference ``{"ips", "ratio"}`` where ``ratio`` is the median over rounds of
     ``reference_time / our_time`` (> 1: we are faster).  ``ratio`` at the top level is the first
     reference's (the primary: torchvision where it has the model).  With ``gflop`` (per call) it
-    adds achieved GFLOP/s and, with ``peak_gflops``, the fraction of the measured matmul peak.
+    adds achieved GFLOP/s and, with ``peak_gflops``, the fraction of the measured matmul peak
+    (``peak_key`` names that roofline, so the final JSON can use the run's best measurement).
     Returns ``extra_info``.  With benchmarks disabled (CI's quick mode) everything runs once, untimed.
     """
     names = list(references)
@@ -58,6 +59,8 @@ def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[st
 
     info = benchmark.extra_info
     info.update(images=images, references={}, primary=names[0] if names else None)
+    if peak_key:
+        info["peak_key"] = peak_key
     benchmark.pedantic(ours, setup=run_references, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.disabled or benchmark.stats is None:
         return info

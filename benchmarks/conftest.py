@@ -104,16 +104,27 @@ def settings(request: pytest.FixtureRequest) -> Settings:
     return Settings("full", 8, 224, 4, 2, 224, 7, 5, 1, not config.getoption("--no-compile"))
 
 
-@pytest.fixture(scope="session")
+# Every matmul-peak measurement of the run, per roofline key; the best one is the roofline.
+_PEAKS: dict[str, float] = {}
+
+
+@pytest.fixture
 def peak_gflops(settings: Settings) -> dict[str, float]:
-    """Dense matmul GFLOP/s per device (and dtype on CUDA), measured once in this run (the roofline)."""
+    """Dense matmul GFLOP/s per device (and dtype on CUDA): measured again before each case, best so far.
+
+    On a shared machine one measurement can land in a burst of load; measuring before every case and
+    keeping the best keeps the roofline a roofline.  The JSON written at the end recomputes every
+    case's ``efficiency`` against the run's best (``pytest_benchmark_update_json``).
+    """
     size = 2048 if settings.timed else 256
-    peaks = {"cpu": matmul_peak_gflops(torch.device("cpu"), size=size)}
+    measured = {"cpu": matmul_peak_gflops(torch.device("cpu"), size=size, repeats=3)}
     if torch.cuda.is_available():
         cuda, big = torch.device("cuda"), 8192 if settings.timed else 256
-        peaks["cuda"] = matmul_peak_gflops(cuda, size=big)
-        peaks["cuda-bf16"] = matmul_peak_gflops(cuda, size=big, dtype=torch.bfloat16)
-    return peaks
+        measured["cuda"] = matmul_peak_gflops(cuda, size=big, repeats=3)
+        measured["cuda-bf16"] = matmul_peak_gflops(cuda, size=big, repeats=3, dtype=torch.bfloat16)
+    for key, value in measured.items():
+        _PEAKS[key] = max(_PEAKS.get(key, 0.0), value)
+    return dict(_PEAKS)
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +133,13 @@ def _seeded():
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
-    """Record how this run was made, so a baseline says what it measured."""
+    """Record how this run was made, so a baseline says what it measured; efficiency vs the run's best peak."""
+    for bench in output_json.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        peak = _PEAKS.get(info.get("peak_key"))
+        if peak and info.get("gflops"):
+            info["peak_gflops"] = peak
+            info["efficiency"] = info["gflops"] / peak
     disabled = bool(config.getoption("benchmark_disable", False))
     output_json["vertebra"] = {
         "mode": "smoke" if disabled else ("quick" if config.getoption("--quick") else "full"),
@@ -132,4 +149,5 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "command": " ".join(sys.argv),
+        "matmul_peak_gflops": dict(_PEAKS),
     }

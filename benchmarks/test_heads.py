@@ -50,7 +50,7 @@ def test_head_inference(benchmark, settings, peak_gflops, head, backbone, varian
     steps = {name: inference_step(maybe_compile(ref, variant), images, variant) for name, ref in references.items()}
     side_by_side(benchmark, inference_step(maybe_compile(ours, variant), images, variant), steps,
                  rounds=settings.head_rounds, warmup=settings.warmup, images=batch, gflop=gflop,
-                 peak_gflops=peak_gflops.get(variant.peak_key))
+                 peak_gflops=peak_gflops.get(variant.peak_key), peak_key=variant.peak_key)
 
 
 @pytest.mark.parametrize("variant", variant_params())

@@ -72,7 +72,7 @@ def _run(benchmark, settings, peak_gflops, variant, ours, references, *, images,
                        for name, model in placed.items()}
     return side_by_side(benchmark, ours_step, reference_steps, rounds=settings.rounds,
                         warmup=settings.warmup, images=settings.batch, gflop=gflop,
-                        peak_gflops=peak_gflops.get(variant.peak_key))
+                        peak_gflops=peak_gflops.get(variant.peak_key), peak_key=variant.peak_key)
 
 
 @pytest.mark.parametrize("variant", variant_params())
@@ -132,3 +132,19 @@ def test_classifier_train_step(benchmark, settings, peak_gflops, case, variant):
     images, labels = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
     _run(benchmark, settings, peak_gflops, variant, ours, _classifier_references(case), images=images,
          step="train", task="classification", targets=labels)
+
+
+@pytest.mark.parametrize("variant", variant_params((CPU, VARIANTS[2])))
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in BACKBONES if c.name in COMPILED_REFERENCE],
+                         indirect=True)
+def test_optimized_compiled_inference(benchmark, settings, peak_gflops, case, variant):
+    """``vertebra.optimize(classifier, compile=True)`` against ``torch.compile(torchvision model)``: compiled vs compiled."""
+    if not settings.compile_references:
+        pytest.skip("compiling takes minutes on a small CPU: full mode only (and not with --no-compile)")
+    benchmark.group = f"optimized+compiled inference [{variant.name}]"
+    eager = place(registry.build("classifier", backbone=case.name, num_classes=NUM_CLASSES), variant, train=False)
+    fast = vertebra.optimize(eager, compile=True)
+    references = {"torchvision_compiled": torchvision_classifier(case.torchvision)}
+    images, _ = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
+    _run(benchmark, settings, peak_gflops, variant, fast, references, images=images, step="inference",
+         task="classification", unoptimized=eager, compiled=("torchvision_compiled",))

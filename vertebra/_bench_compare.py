@@ -57,7 +57,8 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {"format": FORMAT_VERSION, "mode": run.get("mode", "unknown"), "machine": {
         "cpu": raw.get("machine_info", {}).get("cpu", {}).get("brand_raw") or run.get("cpu"),
         "cpu_count": run.get("cpu_count"), "threads": run.get("threads"), "torch": run.get("torch"),
-        "cuda_device": run.get("cuda_device"), "node": raw.get("machine_info", {}).get("node")},
+        "cuda_device": run.get("cuda_device"), "node": raw.get("machine_info", {}).get("node"),
+        "matmul_peak_gflops": run.get("matmul_peak_gflops")},
         "command": run.get("command"), "datetime": raw.get("datetime"), "cases": cases, "metrics": metrics}
 
 
@@ -198,8 +199,10 @@ def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = N
     from .cli import format_table
 
     machine = summary.get("machine", {})
+    peaks = ", ".join(f"{key} {value:.0f}" for key, value in (machine.get("matmul_peak_gflops") or {}).items())
     lines = [f"mode: {summary.get('mode')}   cpu: {machine.get('cpu')} ({machine.get('threads')} threads)   "
-             f"cuda: {machine.get('cuda_device') or '-'}   torch {machine.get('torch')}"]
+             f"cuda: {machine.get('cuda_device') or '-'}   torch {machine.get('torch')}   "
+             f"matmul peak GFLOP/s: {peaks or '-'}"]
     rows = []
     for name, case in summary.get("cases", {}).items():
         references = case.get("references", {})
