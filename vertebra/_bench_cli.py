@@ -41,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"allowed throughput drop as a fraction (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--absolute", action="store_true",
                         help="gate images/s instead of ratios to the reference (dedicated machines only)")
+    parser.add_argument("--confirm", type=int, default=1, metavar="N",
+                        help="re-run a case that regressed up to N times and keep its best run: on a shared "
+                             "machine a burst of load must not fail the gate, a real regression reproduces "
+                             "(default 1; 0 gates the first run)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for the run (default: torch's choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile references (slow on CPU)")
     parser.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: ./benchmarks, "
@@ -55,6 +59,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary, suite_failed = _run_suite(args)
     comparison = compare(summary, baseline, threshold=args.threshold, absolute=args.absolute)
+    for _ in range(0 if args.from_json else max(args.confirm, 0)):
+        regressed = [row.name for row in comparison.failed if row.kind == "throughput"]
+        if not regressed:
+            break
+        print(f"re-running {len(regressed)} regressed case(s) to confirm: {', '.join(regressed)}", flush=True)
+        nodeids = [summary["cases"][name]["nodeid"] for name in regressed if summary["cases"][name].get("nodeid")]
+        rerun, _ = _run_suite(args, nodeids)
+        _keep_best(summary, rerun, regressed, absolute=args.absolute)
+        comparison = compare(summary, baseline, threshold=args.threshold, absolute=args.absolute)
     show = comparison if (baseline is not None or comparison.rows) else None
     print(format_summary(summary, show))
     if args.save:
@@ -78,16 +91,29 @@ def find_benchmarks(explicit: str | None = None) -> Path:
                       + "; run from a vertebra source checkout or pass --benchmarks DIR")
 
 
-def _run_suite(args: argparse.Namespace) -> tuple[dict, bool]:
-    """Run pytest on the suite; the summary, and whether any benchmark failed."""
+def _keep_best(summary: dict, rerun: dict, names: list[str], *, absolute: bool) -> None:
+    """For each re-run case keep the better of the runs (by the gated figure), noting every attempt."""
+    key = "ours_ips" if absolute else "ratio"
+    for name in names:
+        old, new = summary["cases"][name], rerun["cases"].get(name)
+        if new is None:
+            continue
+        attempts = old.get("attempts", [old.get(key)]) + [new.get(key)]
+        best = new if (new.get(key) or 0) > (old.get(key) or 0) else old
+        summary["cases"][name] = {**best, "attempts": attempts}
+
+
+def _run_suite(args: argparse.Namespace, nodeids: list[str] | None = None) -> tuple[dict, bool]:
+    """Run pytest on the suite (or on ``nodeids``); the summary, and whether any benchmark failed."""
     folder = find_benchmarks(args.benchmarks)
     with tempfile.TemporaryDirectory() as scratch:
-        raw_path = Path(args.json) if args.json else Path(scratch) / "benchmarks.json"
-        command = [sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-q",
+        raw_path = Path(args.json) if args.json and not nodeids else Path(scratch) / "benchmarks.json"
+        targets = nodeids or [str(folder)]
+        command = [sys.executable, "-m", "pytest", *targets, "-p", "no:cacheprovider", "-q",
                    f"--benchmark-json={raw_path}", "--benchmark-columns=median,rounds"]
         if args.quick:
             command.append("--quick")
-        if args.keyword:
+        if args.keyword and not nodeids:
             command += ["-k", args.keyword]
         if args.threads:
             command.append(f"--bench-threads={args.threads}")

@@ -44,7 +44,8 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
     for bench in raw["benchmarks"]:
         info = bench.get("extra_info") or {}
         stats = bench.get("stats") or {}
-        case = {"group": bench.get("group"), "median_s": stats.get("median"), "rounds": stats.get("rounds")}
+        case = {"group": bench.get("group"), "median_s": stats.get("median"), "rounds": stats.get("rounds"),
+                "nodeid": bench.get("fullname")}
         for key in ("ours_ips", "ratio", "primary", "gflop", "gflops", "peak_gflops", "efficiency",
                     "same_architecture", "variant", "images"):
             if key in info:
@@ -157,7 +158,9 @@ def _throughput_row(name: str, case: Mapping[str, Any], base: Mapping[str, Any] 
         return Row("throughput", name, now, before, "info", "no reference: not gated (use --absolute)")
     change = now / before - 1
     status = "REGRESSION" if now < (1 - threshold) * before else "ok"
-    return Row("throughput", name, now, before, status, f"{what} {change:+.1%}")
+    attempts = case.get("attempts")
+    tried = f" (best of {len(attempts)} runs)" if attempts and len(attempts) > 1 else ""
+    return Row("throughput", name, now, before, status, f"{what} {change:+.1%}{tried}")
 
 
 def _metric_row(name: str, metric: Mapping[str, Any], base: Mapping[str, Any] | None) -> Row:
@@ -230,33 +233,58 @@ def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = N
     return "\n".join(lines)
 
 
+def _short(name: str) -> str:
+    """``test_classifier_inference[efficientnet_b0-cpu-fp32-cl]`` -> ``classifier inference efficientnet_b0 cpu-fp32-cl``."""
+    base, _, params = name.partition("[")
+    return (base.removeprefix("test_").replace("_", " ") + " " + params.rstrip("]").replace("-cpu", " cpu")
+            .replace("-cuda", " cuda")).strip()
+
+
 def write_chart(summary: Mapping[str, Any], path: str | Path) -> Path:
-    """A PNG bar chart: images/s of every case with references, ours next to each reference."""
+    """A PNG bar chart: for every case with references, our speed relative to each one (1 = parity).
+
+    Ratios rather than images/s: cases span three orders of magnitude of images/s, and the ratio is
+    the figure measured in interleaved rounds (see the module docstring).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cases = [(name, case) for name, case in summary.get("cases", {}).items()
-             if case.get("ours_ips") and case.get("references")]
+             if any(values.get("ratio") for values in (case.get("references") or {}).values())
+             and not str(case.get("group", "")).startswith("training memory")]  # that ratio is recompute cost
     if not cases:
         raise ConfigError("nothing to chart: no case in these results has both our images/s and a reference's "
                           "(benchmarks disabled, or only start-up cases selected)")
-    sources = ["vertebra"] + sorted({ref for _, case in cases for ref in case["references"]})
-    height = 0.8 / len(sources)
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(cases) * len(sources) + 1.5))
-    for offset, source in enumerate(sources):
-        values = [case["ours_ips"] if source == "vertebra" else case["references"].get(source, {}).get("ips", 0)
-                  for _, case in cases]
-        ax.barh([i + offset * height for i in range(len(cases))], values, height=height, label=source)
-    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(cases))])
-    ax.set_yticklabels([name for name, _ in cases], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("images / s (higher is better)")
+    sources = sorted({ref for _, case in cases for ref in case["references"]})
+    colours = {source: f"C{i}" for i, source in enumerate(sources)}
+    bars, ticks, row = [], [], 0.0
+    for name, case in cases:  # each case: one bar per reference it has, packed, then a gap
+        refs = [(ref, v["ratio"]) for ref, v in case["references"].items() if v.get("ratio")]
+        same = case.get("same_architecture") or {}
+        ticks.append((row + (len(refs) - 1) / 2, _short(name)))
+        for ref, ratio in refs:
+            bars.append((row, ratio, ref, same.get(ref, True)))
+            row += 1
+        row += 0.6
+    fig, ax = plt.subplots(figsize=(10, 0.16 * row + 1.2))
+    for source in sources:
+        mine = [(y, ratio, same) for y, ratio, ref, same in bars if ref == source]
+        drawn = ax.barh([y for y, _, _ in mine], [r for _, r, _ in mine], height=0.85, color=colours[source],
+                        label=source)
+        ax.bar_label(drawn, labels=[f"{r:.2f}" + ("" if same else " (different architecture)") for _, r, same in mine],
+                     fontsize=6, padding=2)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks([y for y, _ in ticks])
+    ax.set_yticklabels([label for _, label in ticks], fontsize=7)
+    ax.set_ylim(row, -1)
+    ax.set_xlabel("vertebra speed / reference speed (median of interleaved rounds; > 1: vertebra faster)")
     machine = summary.get("machine", {})
-    ax.set_title(f"vertebra vs references ({summary.get('mode')} mode, {machine.get('cuda_device') or machine.get('cpu')})",
-                 fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(f"vertebra vs torchvision / timm / smp ({summary.get('mode')} mode, "
+                 f"{machine.get('cuda_device') or machine.get('cpu')}, {machine.get('threads')} threads)", fontsize=9,
+                 pad=22)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(sources), frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
