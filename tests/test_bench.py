@@ -6,7 +6,6 @@ on a single small case proves the suite, the JSON and the table fit together.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
