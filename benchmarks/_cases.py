@@ -119,7 +119,8 @@ def _tv_maskrcnn(size: int, light: bool) -> nn.Module:
     from torchvision.models.detection import MaskRCNN
 
     detector = _tv_fasterrcnn(size, light)
-    return MaskRCNN(detector.backbone, num_classes=NUM_CLASSES["masks"], rpn_anchor_generator=detector.rpn.anchor_generator,
+    return MaskRCNN(detector.backbone, num_classes=NUM_CLASSES["masks"],
+                    rpn_anchor_generator=detector.rpn.anchor_generator,
                     rpn_score_thresh=0.05, **detection_kwargs(size, light))
 
 

@@ -138,7 +138,7 @@ def test_classifier_train_step(benchmark, settings, peak_gflops, case, variant):
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in BACKBONES if c.name in COMPILED_REFERENCE],
                          indirect=True)
 def test_optimized_compiled_inference(benchmark, settings, peak_gflops, case, variant):
-    """``vertebra.optimize(classifier, compile=True)`` against ``torch.compile(torchvision model)``: compiled vs compiled."""
+    """``vertebra.optimize(classifier, compile=True)`` vs ``torch.compile(torchvision model)``: compiled vs compiled."""
     if not settings.compile_references:
         pytest.skip("compiling takes minutes on a small CPU: full mode only (and not with --no-compile)")
     benchmark.group = f"optimized+compiled inference [{variant.name}]"

@@ -234,7 +234,7 @@ def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = N
 
 
 def _short(name: str) -> str:
-    """``test_classifier_inference[efficientnet_b0-cpu-fp32-cl]`` -> ``classifier inference efficientnet_b0 cpu-fp32-cl``."""
+    """A chart label: ``test_classifier_inference[b0-cpu-fp32-cl]`` -> ``classifier inference b0 cpu-fp32-cl``."""
     base, _, params = name.partition("[")
     return (base.removeprefix("test_").replace("_", " ") + " " + params.rstrip("]").replace("-cpu", " cpu")
             .replace("-cuda", " cuda")).strip()

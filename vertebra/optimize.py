@@ -204,7 +204,8 @@ class FusedConv2d(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+        in_channels, out_channels = self.weight.shape[1] * self.groups, self.weight.shape[0]
+        return (f"{in_channels}, {out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
                 f"stride={tuple(self.stride)}, groups={self.groups}, post_op={self.attr}, prepack={self.prepack}")
 
 
