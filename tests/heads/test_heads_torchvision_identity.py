@@ -14,6 +14,7 @@ from torchvision.models import segmentation as tvs
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from vertebra import registry
+from vertebra.backbones import inference_folding
 from vertebra.weights import load_weights
 
 
@@ -85,7 +86,8 @@ def test_fasterrcnn_equals_torchvision(preset, builder, sizes):
         assert (model.transform.min_size, model.transform.max_size) == ((320,), 640)
 
     images = [torch.rand(3, 96, 128)]
-    with torch.no_grad():
+    # Bit for bit (BatchNorm as torchvision runs it): top-k and NMS turn rounding into different boxes.
+    with torch.no_grad(), inference_folding(False):
         (ours,), (theirs,) = model(images), reference(images)
     assert len(theirs["boxes"]) > 0
     for key in ("boxes", "labels", "scores"):

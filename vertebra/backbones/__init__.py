@@ -10,15 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Backbone", "BackboneMeta", "StridePlan", "make_divisible"]
+_HOMES = {"Backbone": "._base", "BackboneMeta": "._base", "StridePlan": "._base", "make_divisible": "._base",
+          "inference_folding": "._folding"}
+__all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._base import Backbone, BackboneMeta, StridePlan, make_divisible
+    from ._folding import inference_folding
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        value = getattr(importlib.import_module("._base", __name__), name)
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name], __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@
   into one full kxk conv.
 
 Blocks take plain arguments (the family file turns its table rows into them) and keep torchvision's
-submodule names — ``block`` (an ``nn.Sequential`` of ``Conv2dNormActivation`` / ``SqueezeExcitation``
+submodule names — ``block`` (an ``nn.Sequential`` of ``ConvNormActivation`` / ``SqueezeExcitation``
 with ``fc1``/``fc2``) and ``stochastic_depth`` — so torchvision checkpoints load without renaming.
 
 ``stride`` and ``dilation`` are what :class:`~vertebra.backbones.StridePlan` hands out; ``residual`` is
@@ -20,9 +20,10 @@ from functools import partial
 from typing import Callable
 
 from torch import Tensor, nn
-from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
+from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from ._base import make_divisible
+from ._folding import ConvNormActivation
 
 __all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "NormLayer", "init_weights"]
 
@@ -65,16 +66,16 @@ class InvertedResidual(_ResidualBlock):
                  norm_layer: NormLayer, residual: bool, drop_path: float = 0.0):
         layers: list[nn.Module] = []
         if expanded_channels != in_channels:
-            layers.append(Conv2dNormActivation(in_channels, expanded_channels, kernel_size=1,
-                                               norm_layer=norm_layer, activation_layer=activation))
-        layers.append(Conv2dNormActivation(expanded_channels, expanded_channels, kernel_size=kernel,
-                                           stride=stride, dilation=dilation, groups=expanded_channels,
-                                           norm_layer=norm_layer, activation_layer=activation))
+            layers.append(ConvNormActivation(in_channels, expanded_channels, kernel_size=1,
+                                             norm_layer=norm_layer, activation_layer=activation))
+        layers.append(ConvNormActivation(expanded_channels, expanded_channels, kernel_size=kernel,
+                                         stride=stride, dilation=dilation, groups=expanded_channels,
+                                         norm_layer=norm_layer, activation_layer=activation))
         if use_se:
             squeeze = make_divisible(expanded_channels // 4, 8)
             layers.append(SqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
-        layers.append(Conv2dNormActivation(expanded_channels, out_channels, kernel_size=1,
-                                           norm_layer=norm_layer, activation_layer=None))
+        layers.append(ConvNormActivation(expanded_channels, out_channels, kernel_size=1,
+                                         norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
 
 
@@ -90,15 +91,15 @@ class MBConv(_ResidualBlock):
         expanded = make_divisible(in_channels * expand_ratio, 8)
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1,
-                                               norm_layer=norm_layer, activation_layer=nn.SiLU))
-        layers.append(Conv2dNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
-                                           dilation=dilation, groups=expanded,
-                                           norm_layer=norm_layer, activation_layer=nn.SiLU))
+            layers.append(ConvNormActivation(in_channels, expanded, kernel_size=1,
+                                             norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(ConvNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
+                                         dilation=dilation, groups=expanded,
+                                         norm_layer=norm_layer, activation_layer=nn.SiLU))
         layers.append(SqueezeExcitation(expanded, max(1, in_channels // 4),
                                         activation=partial(nn.SiLU, inplace=True)))
-        layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1,
-                                           norm_layer=norm_layer, activation_layer=None))
+        layers.append(ConvNormActivation(expanded, out_channels, kernel_size=1,
+                                         norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
 
 
@@ -114,15 +115,15 @@ class FusedMBConv(_ResidualBlock):
         expanded = make_divisible(in_channels * expand_ratio, 8)
         if expanded != in_channels:
             layers = [
-                Conv2dNormActivation(in_channels, expanded, kernel_size=kernel, stride=stride,
-                                     dilation=dilation, norm_layer=norm_layer, activation_layer=nn.SiLU),
-                Conv2dNormActivation(expanded, out_channels, kernel_size=1,
-                                     norm_layer=norm_layer, activation_layer=None),
+                ConvNormActivation(in_channels, expanded, kernel_size=kernel, stride=stride,
+                                   dilation=dilation, norm_layer=norm_layer, activation_layer=nn.SiLU),
+                ConvNormActivation(expanded, out_channels, kernel_size=1,
+                                   norm_layer=norm_layer, activation_layer=None),
             ]
         else:
-            layers = [Conv2dNormActivation(in_channels, out_channels, kernel_size=kernel, stride=stride,
-                                           dilation=dilation, norm_layer=norm_layer,
-                                           activation_layer=nn.SiLU)]
+            layers = [ConvNormActivation(in_channels, out_channels, kernel_size=kernel, stride=stride,
+                                         dilation=dilation, norm_layer=norm_layer,
+                                         activation_layer=nn.SiLU)]
         super().__init__(layers, out_channels, residual, drop_path)
 
 
