@@ -76,6 +76,39 @@ def test_backbone_outputs_match(name, output_stride):
     assert _count(fast, SqueezeExcitation) == 0
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
+def test_tiled_early_stages_give_every_level_of_the_whole_batch(name):
+    """Stride-2/4 layers image by image: each level (the tiled C1, C2 too) equals the untiled batch's."""
+    backbone = _randomize_norms(registry.build_backbone(name)).eval()
+    x = torch.randn(3, 3, SIZE, SIZE)
+    tiled, whole = optimize(backbone), optimize(backbone, tile=False)
+    assert (tiled.optimization_report["tiled_backbones"], whole.optimization_report["tiled_backbones"]) == (1, 0)
+    c2 = backbone.feature_info[backbone.feature_info.names().index("C2")]
+    assert tiled._tiled_entries == c2.index + 1 and whole._tiled_entries == 0
+    calls = []
+    tiled.features[0].register_forward_hook(lambda module, args, output: calls.append(output.shape[0]))
+    with torch.no_grad():
+        got, want = tiled(x), whole(x)
+        assert calls == [1, 1, 1]  # the stem ran once per image
+        _assert_same(got, want)
+        _assert_same(tiled(x[:1]), whole(x[:1]))  # one image: nothing to tile
+    assert calls[-1] == 1 and len(calls) == 4
+    assert [t.shape for t in got.values()] == [t.shape for t in want.values()]
+
+
+def test_tiling_is_off_under_compile_and_with_autograd():
+    backbone = registry.build_backbone("mobilenet_v3_small").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = optimize(backbone, compile={"backend": "eager"})
+    assert compiled.optimization_report["tiled_backbones"] == 0
+    fast = optimize(backbone)
+    calls = []
+    fast.features[0].register_forward_hook(lambda module, args, output: calls.append(output.shape[0]))
+    fast(torch.randn(2, 3, SIZE, SIZE))  # grad enabled: the plain whole-batch path
+    assert calls == [2]
+
+
 @pytest.mark.parametrize("head", ["classifier", "lraspp", "deeplabv3", "unet"])
 def test_classifier_and_segmentation_models_match(head):
     model = _randomize_norms(registry.build(head, backbone="mobilenet_v3_large", num_classes=5)).eval()
@@ -280,7 +313,7 @@ def test_package_attribute_stays_callable():
 def test_prepacked_weights_follow_input_shape_and_survive_copies(tmp_path):
     """The oneDNN weight cache is rebuilt for a new input shape and never copied or saved."""
     model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
-    fast = optimize(model)
+    fast = optimize(model, tile=False)  # the stem sees the whole batch
     convs = [m for m in fast.modules() if isinstance(m, FusedConv2d)]
     assert convs and all(conv.prepack for conv in convs)
     with torch.no_grad():

@@ -14,7 +14,10 @@ checks every model family against the unoptimized one):
    reordered once for the input shape instead of on every call; squeeze-and-excitation and
    the 1x1 projection after it become one batched matmul whose per-image weights are pre-scaled by the
    SE gate, ``W @ (s * x) == (W * s) @ x``, so the SE multiply over the whole feature map disappears.
-4. **torch.compile** on request, on top of the rewritten model.
+4. **Tile the early stages** of vertebra backbones (eager only): the stride-2 and stride-4 layers run
+   one image at a time, so their large maps stay small enough for the allocator to reuse and the
+   cache to hold (``Backbone._forward_tiled`` says why).  Outputs are the same per image.
+5. **torch.compile** on request, on top of the rewritten model.
 
 The result is for inference only: ``train()`` on it would not bring BatchNorm back.  Optimize on the
 device you will run on (the fused CPU kernels do not move to CUDA).
@@ -62,11 +65,12 @@ _POST_OPS: dict[type, Callable[[nn.Module], tuple[str, list, str]]] = {
 
 
 class OptimizationReport(dict):
-    """What :func:`optimize` rewrote, as counts: ``{"folded_bn": 49, "fused_conv": 65, "fused_se": 16, ...}``."""
+    """What :func:`optimize` rewrote, as counts: ``{"folded_bn": 49, "fused_conv": 33, "fused_se": 16,
+    "tiled_backbones": 1, ...}``."""
 
 
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, fuse: bool = True,
-             compile: bool | dict[str, Any] = False, inplace: bool = False) -> nn.Module:
+             tile: bool = True, compile: bool | dict[str, Any] = False, inplace: bool = False) -> nn.Module:
     """A faster inference copy of ``model`` whose outputs equal the original's within float tolerance.
 
     Args:
@@ -76,6 +80,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         channels_last: convert to NHWC and convert 4-D inputs on the way in.
         fuse: on CPU in float32, run conv + activation as one oneDNN kernel and merge
             squeeze-and-excitation into the following 1x1 projection (see the module docstring).
+        tile: run the stride-2 and stride-4 stages of every vertebra backbone in the model one image
+            at a time (without ``compile`` only: a compiled graph would unroll the loop per batch size).
         compile: ``True`` wraps the result in ``torch.compile``; a dict is passed to it as keyword
             arguments (``{"mode": "max-autotune"}``).
         inplace: rewrite ``model`` itself instead of a deep copy (saves memory for huge models; the
@@ -98,7 +104,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    report = OptimizationReport(folded_bn=0, fused_conv=0, fused_se=0, channels_last=False, compiled=False)
+    report = OptimizationReport(folded_bn=0, fused_conv=0, fused_se=0, tiled_backbones=0, channels_last=False,
+                                compiled=False)
     with torch.no_grad():
         if fold_bn:
             report["folded_bn"] = _fold_batchnorms(model)
@@ -110,6 +117,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             prepack = compile is False  # under torch.compile, inductor lays out weights itself
             report["fused_se"] = _fuse_squeeze_excitation(model, prepack=prepack)
             report["fused_conv"] = _fuse_conv_activation(model, prepack=prepack)
+        if tile and compile is False:
+            report["tiled_backbones"] = _tile_early_stages(model)
     model.optimization_report = report
     if compile is not False:
         options = {} if compile is True else dict(compile)
@@ -310,6 +319,23 @@ def _fuse_squeeze_excitation(root: nn.Module, *, prepack: bool) -> int:
             sequential._modules[name] = nn.Identity()
             fused += 1
     return fused
+
+
+# -- 4. tiling -------------------------------------------------------------------------------------------
+_TILED_MAX_STRIDE = 4
+
+
+def _tile_early_stages(root: nn.Module) -> int:
+    """Mark every vertebra Backbone under ``root`` to run its layers up to stride 4 image by image."""
+    from .backbones import Backbone
+
+    tiled = 0
+    for backbone in [m for m in root.modules() if isinstance(m, Backbone)]:
+        early = [spec.index for spec in backbone.all_levels if spec.stride <= _TILED_MAX_STRIDE]
+        if early:
+            backbone._tiled_entries = max(early) + 1
+            tiled += 1
+    return tiled
 
 
 class _CallableModule(types.ModuleType):
