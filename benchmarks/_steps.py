@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from _harness import synchronize
 
-__all__ = ["make_inputs", "inference_step", "train_step", "place", "maybe_compile", "loss_of"]
+__all__ = ["make_inputs", "inference_step", "train_step", "place", "maybe_compile", "loss_of", "calibrate_batchnorm"]
 
 
 def place(model: nn.Module, variant: Any, *, train: bool) -> nn.Module:
@@ -24,6 +24,30 @@ def place(model: nn.Module, variant: Any, *, train: bool) -> nn.Module:
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.train(train)
+
+
+def calibrate_batchnorm(model: nn.Module, images: Any) -> nn.Module:
+    """Give every BatchNorm running statistics measured on ``images``, as a trained network has; eval mode.
+
+    A freshly initialised network has running mean 0 and variance 1 in every layer, so in eval mode
+    nothing normalises: activations drift towards overflow or denormals from layer to layer, and a CPU
+    kernel's speed then depends on the random draw (seen: the same torchvision DeepLabV3 timed 52 or
+    71 ms depending on which model was initialised first).  Inference cases calibrate ours and every
+    reference the same way, so the timed work is a trained model's.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the calibration batch
+        norm.train()
+    with torch.no_grad():
+        model(images)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+        norm.eval()
+    return model
 
 
 def maybe_compile(model: nn.Module, variant: Any) -> nn.Module:

@@ -13,10 +13,11 @@ import pytest
 
 from _cases import HEAD_BACKBONES, NUM_CLASSES, head_kwargs, head_references, task_of
 from _harness import count_flops, parameter_count, side_by_side
-from _steps import inference_step, make_inputs, maybe_compile, place, train_step
+from _steps import calibrate_batchnorm, inference_step, make_inputs, maybe_compile, place, train_step
 from conftest import variant_params
 
 from vertebra import registry
+from vertebra.weights import load_weights
 
 HEADS = [head for head in registry.list_heads() if head != "classifier"]
 PAIRS = [pytest.param(head, backbone, id=f"{head}-{backbone}") for backbone in HEAD_BACKBONES for head in HEADS]
@@ -35,10 +36,16 @@ def _setup(benchmark, settings, variant, head, backbone, step):
     benchmark.extra_info.update(variant=variant.name, head=head, backbone=backbone, batch=batch,
                                 same_architecture={name: parameter_count(ours) == parameter_count(ref)
                                                    for name, ref in references.items()})
+    if benchmark.extra_info["same_architecture"].get("torchvision"):
+        # The same weights, so data-dependent work (proposals kept, NMS) is the same on both sides.
+        load_weights(ours, references["torchvision"].state_dict())
     images, targets = make_inputs(task, batch, settings.head_size, variant, num_classes=NUM_CLASSES[task])
     train = step == "train step"
     ours = place(ours, variant, train=train)
     references = {name: place(ref, variant, train=train) for name, ref in references.items()}
+    if not train:
+        for model in (ours, *references.values()):
+            calibrate_batchnorm(model, images)
     return task, batch, ours, references, images, targets
 
 

@@ -20,7 +20,7 @@ import torch
 
 from _cases import BACKBONES, COMPILED_REFERENCE, FeaturesOnly, timm_model, torchvision_classifier
 from _harness import count_flops, parameter_count, side_by_side
-from _steps import inference_step, make_inputs, maybe_compile, place, train_step
+from _steps import calibrate_batchnorm, inference_step, make_inputs, maybe_compile, place, train_step
 from conftest import CPU, VARIANTS, variant_params
 
 import vertebra
@@ -59,6 +59,9 @@ def _run(benchmark, settings, peak_gflops, variant, ours, references, *, images,
     train = step == "train"
     eager = ours if unoptimized is not None else place(ours, variant, train=train)
     placed = {name: place(ref, variant, train=train) for name, ref in references.items()}
+    if not train:  # (an optimized ``ours`` was calibrated before optimizing: see _calibrated)
+        for model in ([eager] if unoptimized is None else []) + list(placed.values()):
+            calibrate_batchnorm(model, images)
 
     def make(model):
         if train:
@@ -73,6 +76,11 @@ def _run(benchmark, settings, peak_gflops, variant, ours, references, *, images,
     return side_by_side(benchmark, ours_step, reference_steps, rounds=settings.rounds,
                         warmup=settings.warmup, images=settings.batch, gflop=gflop,
                         peak_gflops=peak_gflops.get(variant.peak_key), peak_key=variant.peak_key)
+
+
+def _calibrated(model, variant, images):
+    """Placed, BatchNorm-calibrated (see calibrate_batchnorm) and in eval mode: what optimize() should fold."""
+    return calibrate_batchnorm(place(model, variant, train=False), images)
 
 
 @pytest.mark.parametrize("variant", variant_params())
@@ -110,8 +118,8 @@ def test_classifier_inference(benchmark, settings, peak_gflops, case, variant):
 def test_optimized_inference(benchmark, settings, peak_gflops, case, variant):
     """vertebra.optimize(classifier) against the references' eager (and compiled) forward."""
     benchmark.group = f"optimized inference [{variant.name}]"
-    model = registry.build("classifier", backbone=case.name, num_classes=NUM_CLASSES)
-    eager = place(model, variant, train=False)
+    images, _ = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
+    eager = _calibrated(registry.build("classifier", backbone=case.name, num_classes=NUM_CLASSES), variant, images)
     fast = vertebra.optimize(eager)
     benchmark.extra_info["optimization_report"] = dict(fast.optimization_report)
     references = _classifier_references(case)
@@ -119,7 +127,6 @@ def test_optimized_inference(benchmark, settings, peak_gflops, case, variant):
     if settings.compile_references and case.name in COMPILED_REFERENCE:
         references["torchvision_compiled"] = torchvision_classifier(case.torchvision)
         compiled = ("torchvision_compiled",)
-    images, _ = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
     _run(benchmark, settings, peak_gflops, variant, fast, references, images=images, step="inference",
          task="classification", unoptimized=eager, compiled=compiled)
 
@@ -142,9 +149,9 @@ def test_optimized_compiled_inference(benchmark, settings, peak_gflops, case, va
     if not settings.compile_references:
         pytest.skip("compiling takes minutes on a small CPU: full mode only (and not with --no-compile)")
     benchmark.group = f"optimized+compiled inference [{variant.name}]"
-    eager = place(registry.build("classifier", backbone=case.name, num_classes=NUM_CLASSES), variant, train=False)
+    images, _ = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
+    eager = _calibrated(registry.build("classifier", backbone=case.name, num_classes=NUM_CLASSES), variant, images)
     fast = vertebra.optimize(eager, compile=True)
     references = {"torchvision_compiled": torchvision_classifier(case.torchvision)}
-    images, _ = make_inputs("classification", settings.batch, settings.size, variant, num_classes=NUM_CLASSES)
     _run(benchmark, settings, peak_gflops, variant, fast, references, images=images, step="inference",
          task="classification", unoptimized=eager, compiled=("torchvision_compiled",))

@@ -74,7 +74,7 @@ def test_folded_inference_is_as_close_to_float64_as_torchvisions_arithmetic(name
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
-@pytest.mark.parametrize("mode", ["grad", "train", "disabled", "trace"])
+@pytest.mark.parametrize("mode", ["grad", "train", "norm_train", "disabled", "trace"])
 def test_batchnorm_runs_as_a_separate_op_when_anything_could_observe_it(mode):
     backbone = _backbone("mobilenet_v3_small")
     calls = _count_batchnorm_calls(backbone)
@@ -83,6 +83,12 @@ def test_batchnorm_runs_as_a_separate_op_when_anything_could_observe_it(mode):
         backbone(x)
     elif mode == "train":  # batch statistics, running-stat updates
         backbone.train()
+        with torch.no_grad():
+            backbone(x)
+    elif mode == "norm_train":  # BatchNorm alone in train mode (statistics calibration, AdaBN)
+        for module in backbone.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.train()
         with torch.no_grad():
             backbone(x)
     elif mode == "disabled":

@@ -12,7 +12,7 @@ Why here and not only in :func:`vertebra.optimize`: this module keeps torchvisio
 state_dict keys (``0`` conv, ``1`` norm, ``2`` activation), so the model still loads torchvision
 checkpoints strictly, still trains, and gets the fold without a separate optimized copy.
 
-The folded path runs only when nothing can observe the difference: the module is in eval mode,
+The folded path runs only when nothing can observe the difference: the module and its norm are in eval mode,
 autograd is off (``torch.no_grad`` / ``torch.inference_mode``), the norm is a BatchNorm with running
 statistics, and no tracer or compiler is recording the graph (ONNX export and ``torch.compile`` see
 the plain conv/BN/activation ops and do their own fusions).  The folded weights are recomputed on
@@ -80,7 +80,7 @@ class ConvNormActivation(Conv2dNormActivation):
         if len(self) < 2 or not isinstance(x, Tensor):
             return False
         conv, norm = self[0], self[1]
-        return (type(conv) is nn.Conv2d and isinstance(norm, _FOLDABLE_NORMS)
+        return (type(conv) is nn.Conv2d and isinstance(norm, _FOLDABLE_NORMS) and not norm.training
                 and norm.weight is not None and norm.bias is not None
                 and norm.running_mean is not None and norm.running_var is not None
                 and norm.running_mean.numel() == conv.out_channels)
