@@ -14,12 +14,13 @@ __all__ = ["registry", "optimize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
-    from .optimize import optimize
+    from ._optimize import optimize
 
 
 def __getattr__(name: str) -> Any:
     if name == "registry":
         return importlib.import_module(".registry", __name__)
     if name == "optimize":
-        return importlib.import_module(".optimize", __name__).optimize
+        # the function; its module is private (``vertebra._optimize``), so the name never means a module
+        return importlib.import_module("._optimize", __name__).optimize
     raise AttributeError(f"module 'vertebra' has no attribute {name!r}")

@@ -202,7 +202,7 @@ class Backbone(nn.Module):
         out: OrderedDict[str, Tensor] = OrderedDict()
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         start = 0
-        if self._tiled_entries and x.shape[0] > 1 and not torch.is_grad_enabled():
+        if self._tiled_entries and x.shape[0] > 1 and not (self.training or torch.is_grad_enabled()):
             x, start = self._forward_tiled(x, out), self._tiled_entries
         for index, layer in enumerate(self.features):
             if index < start:

@@ -26,8 +26,6 @@ device you will run on (the fused CPU kernels do not move to CUDA).
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from typing import Any, Callable
 
 import torch
@@ -336,13 +334,3 @@ def _tile_early_stages(root: nn.Module) -> int:
             backbone._tiled_entries = max(early) + 1
             tiled += 1
     return tiled
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``vertebra.optimize`` makes the package attribute the module; keep it callable."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
-        return optimize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
