@@ -1,7 +1,8 @@
 """What is benchmarked against what: one row per case, references built the way their libraries build them.
 
 Every reference is built with random weights (nothing is downloaded).  A reference is "the same
-architecture" when its parameter count equals ours; the suite records that flag next to each ratio,
+architecture" when its parameter count equals ours (backbone and classifier cases count the
+parameters of the modules the timed forward runs); the suite records that flag next to each ratio,
 so a ratio between different architectures (smp's EfficientNet encoders stop at 320 channels, ours
 ends with the 1280-channel conv) is never mistaken for a like-for-like one.
 """

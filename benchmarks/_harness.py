@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["side_by_side", "count_flops", "matmul_peak_gflops", "synchronize", "SavedBytes",
-           "parameter_count"]
+           "parameter_count", "used_parameter_count"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,6 +33,32 @@ def synchronize(device: torch.device) -> None:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def used_parameter_count(model: nn.Module, inputs: Any) -> int:
+    """Parameters of the modules that one forward on ``inputs`` actually runs (no grad, mode kept).
+
+    timm's ``forward_features`` stops before the classifier (and MobileNetV3's ``conv_head``) its model
+    still holds; counting what runs compares the timed architectures, not the objects.
+    """
+    ran: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda module, args, output: ran.append(module)) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    unique = {id(p): p for module in ran for p in module.parameters(recurse=False)}
+    return sum(p.numel() for p in unique.values())
+
+
+# Pause before every timed call.  OpenMP worker threads keep spinning for a while after a parallel
+# region (libgomp, and the separate runtime a torch.compile'd model's kernels may use); on a small CPU
+# they steal the cores of whatever runs next.  Measured here: vertebra.optimize(EfficientNet-B0) timed
+# right after a compiled torchvision model came out 1.29x torchvision eager; 1.64-1.80x with no compiled
+# model in the round, 1.82-1.85x with the compiled model and this pause.
+SETTLE_S = 0.25
 
 
 def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[str, Callable[[], Any]], *,
@@ -50,12 +76,15 @@ def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[st
     """
     names = list(references)
     ref_times: dict[str, list[float]] = {name: [] for name in names}
+    settle = SETTLE_S if not benchmark.disabled else 0.0
 
     def run_references() -> None:
+        time.sleep(settle)
         for name in names:
             start = time.perf_counter()
             references[name]()
             ref_times[name].append(time.perf_counter() - start)
+            time.sleep(settle)
 
     info = benchmark.extra_info
     info.update(images=images, references={}, primary=names[0] if names else None)

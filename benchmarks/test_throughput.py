@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from _cases import BACKBONES, COMPILED_REFERENCE, FeaturesOnly, timm_model, torchvision_classifier
-from _harness import count_flops, parameter_count, side_by_side
+from _harness import count_flops, side_by_side, used_parameter_count
 from _steps import calibrate_batchnorm, inference_step, make_inputs, maybe_compile, place, train_step
 from conftest import CPU, VARIANTS, variant_params
 
@@ -41,8 +41,8 @@ def case(request, settings):
     return case
 
 
-def _same(ours, reference) -> bool:
-    return parameter_count(ours) == parameter_count(reference)
+def _same(ours, reference, images) -> bool:
+    return used_parameter_count(ours, images) == used_parameter_count(reference, images)
 
 
 def _run(benchmark, settings, peak_gflops, variant, ours, references, *, images, step, task, targets=None,
@@ -53,15 +53,15 @@ def _run(benchmark, settings, peak_gflops, variant, ours, references, *, images,
     counted on it: torch's counter does not know oneDNN's fused kernels).  ``compiled``: names of
     references to ``torch.compile`` whatever the variant.
     """
-    source = unoptimized if unoptimized is not None else ours
     benchmark.extra_info["variant"] = variant.name
-    benchmark.extra_info["same_architecture"] = {name: _same(source, ref) for name, ref in references.items()}
     train = step == "train"
     eager = ours if unoptimized is not None else place(ours, variant, train=train)
     placed = {name: place(ref, variant, train=train) for name, ref in references.items()}
     if not train:  # (an optimized ``ours`` was calibrated before optimizing: see _calibrated)
         for model in ([eager] if unoptimized is None else []) + list(placed.values()):
             calibrate_batchnorm(model, images)
+    source = unoptimized if unoptimized is not None else eager
+    benchmark.extra_info["same_architecture"] = {name: _same(source, ref, images) for name, ref in placed.items()}
 
     def make(model):
         if train:
