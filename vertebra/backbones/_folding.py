@@ -5,8 +5,8 @@ In eval mode BatchNorm is a fixed per-channel affine map, ``bn(conv(x)) == conv'
 op costs a full read, write and fresh allocation of every feature map.  On CPU that is most of what
 separates these networks from their matmul floor: a 38 MB map (EfficientNet-B0's first expansion at
 batch 8) is above glibc's mmap threshold, so each allocation page-faults anew on every call.  Folding
-on the fly removes the pass (measured: MobileNetV3-Large 1.43x, EfficientNet-B0 1.38x torchvision's
-eager speed, batch 8 at 224 px, 2 threads; ``python benchmarks/...`` in README "Performance").
+on the fly removes the pass: 1.1-1.3x torchvision's eager speed for the benchmarked backbones, batch 8
+at 224 px on a 2-core CPU (README "Performance" has the table and the command).
 
 Why here and not only in :func:`vertebra.optimize`: this module keeps torchvision's submodules and
 state_dict keys (``0`` conv, ``1`` norm, ``2`` activation), so the model still loads torchvision
