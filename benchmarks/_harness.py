@@ -36,15 +36,16 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def used_parameter_count(model: nn.Module, inputs: Any) -> int:
-    """Parameters of the modules that one forward on ``inputs`` actually runs (no grad, mode kept).
+    """Parameters of the modules that one forward on ``inputs`` actually runs (mode kept).
 
     timm's ``forward_features`` stops before the classifier (and MobileNetV3's ``conv_head``) its model
-    still holds; counting what runs compares the timed architectures, not the objects.
+    still holds; counting what runs compares the timed architectures, not the objects.  The forward
+    runs with autograd on, so no inference-only shortcut (vertebra's BatchNorm folding) skips a module.
     """
     ran: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda module, args, output: ran.append(module)) for m in model.modules()]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             model(inputs)
     finally:
         for handle in handles:
