@@ -33,13 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import SqueezeExcitation
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .backbones._folding import foldable
 from .errors import ConfigError
 
 __all__ = ["optimize", "OptimizationReport"]
 
-_BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # SE + projection runs as a batched matmul when the map has at least this many pixels per output
 # channel (below it, reading per-image scaled weights costs more than scaling the map).  Measured on
 # EfficientNet-B0's block shapes, batch 8, one thread (matmul vs multiply + oneDNN 1x1 conv):
@@ -133,17 +132,11 @@ def _fold_batchnorms(root: nn.Module) -> int:
         names = list(sequential._modules)
         for first, second in zip(names, names[1:]):
             conv, bn = sequential._modules[first], sequential._modules[second]
-            if type(conv) is nn.Conv2d and isinstance(bn, _BATCHNORMS) and _has_running_stats(bn):
-                if bn.running_mean.numel() != conv.out_channels:
-                    continue
+            if foldable(conv, bn):
                 sequential._modules[first] = fuse_conv_bn_eval(conv, bn)
                 sequential._modules[second] = nn.Identity()
                 folded += 1
     return folded
-
-
-def _has_running_stats(bn: nn.Module) -> bool:
-    return getattr(bn, "running_mean", None) is not None and getattr(bn, "running_var", None) is not None
 
 
 # -- 2. channels_last ---------------------------------------------------------------------------------
