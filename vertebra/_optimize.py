@@ -17,7 +17,10 @@ checks every model family against the unoptimized one):
 4. **Tile the early stages** of vertebra backbones (eager only): the stride-2 and stride-4 layers run
    one image at a time, so their large maps stay small enough for the allocator to reuse and the
    cache to hold (``Backbone._forward_tiled`` says why).  Outputs are the same per image.
-5. **torch.compile** on request, on top of the rewritten model.
+5. **Fused graphs** for vertebra backbones (CPU, float32, eager only): each backbone runs as a frozen
+   TorchScript trace that oneDNN Graph compiles into fused kernels, one per input shape
+   (``vertebra/_graph.py``); rewrites 3 and 4 then apply only outside those backbones.
+6. **torch.compile** on request, on top of the rewritten model.
 
 The result is for inference only: ``train()`` on it would not bring BatchNorm back.  Optimize on the
 device you will run on (the fused CPU kernels do not move to CUDA).
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import SqueezeExcitation
 
+from ._graph import InferenceGraph, graph_available
 from .backbones._folding import foldable
 from .errors import ConfigError
 
@@ -67,7 +71,8 @@ class OptimizationReport(dict):
 
 
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, fuse: bool = True,
-             tile: bool = True, compile: bool | dict[str, Any] = False, inplace: bool = False) -> nn.Module:
+             tile: bool = True, graph: bool = True, compile: bool | dict[str, Any] = False,
+             inplace: bool = False) -> nn.Module:
     """A faster inference copy of ``model`` whose outputs equal the original's within float tolerance.
 
     Args:
@@ -79,6 +84,9 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             squeeze-and-excitation into the following 1x1 projection (see the module docstring).
         tile: run the stride-2 and stride-4 stages of every vertebra backbone in the model one image
             at a time (without ``compile`` only: a compiled graph would unroll the loop per batch size).
+        graph: on CPU in float32 (without ``compile``), run every vertebra backbone in the model as a
+            frozen TorchScript trace that oneDNN Graph fuses, one per input shape (``vertebra/_graph.py``
+            says why and how it stays correct); ``fuse`` and ``tile`` then apply to the rest of the model.
         compile: ``True`` wraps the result in ``torch.compile``; a dict is passed to it as keyword
             arguments (``{"mode": "max-autotune"}``).
         inplace: rewrite ``model`` itself instead of a deep copy (saves memory for huge models; the
@@ -101,8 +109,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    report = OptimizationReport(folded_bn=0, fused_conv=0, fused_se=0, tiled_backbones=0, channels_last=False,
-                                compiled=False)
+    report = OptimizationReport(folded_bn=0, fused_conv=0, fused_se=0, tiled_backbones=0, graph_backbones=0,
+                                channels_last=False, compiled=False)
     with torch.no_grad():
         if fold_bn:
             report["folded_bn"] = _fold_batchnorms(model)
@@ -110,12 +118,16 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             model.to(memory_format=torch.channels_last)
             model.register_forward_pre_hook(_inputs_to_channels_last)
             report["channels_last"] = True
+        graphed = _run_backbones_as_graphs(model) if graph and compile is False and _can_fuse(tensors) else []
+        report["graph_backbones"] = len(graphed)
+        # Left eager: everything outside the graphed backbones (their fusion is oneDNN Graph's).
+        skip = {id(m) for backbone in graphed for m in backbone.modules()}
         if fuse and _can_fuse(tensors):
             prepack = compile is False  # under torch.compile, inductor lays out weights itself
-            report["fused_se"] = _fuse_squeeze_excitation(model, prepack=prepack)
-            report["fused_conv"] = _fuse_conv_activation(model, prepack=prepack)
+            report["fused_se"] = _fuse_squeeze_excitation(model, skip, prepack=prepack)
+            report["fused_conv"] = _fuse_conv_activation(model, skip, prepack=prepack)
         if tile and compile is False:
-            report["tiled_backbones"] = _tile_early_stages(model)
+            report["tiled_backbones"] = _tile_early_stages(model, skip)
     model.optimization_report = report
     if compile is not False:
         options = {} if compile is True else dict(compile)
@@ -214,10 +226,10 @@ def _fusable_conv(module: nn.Module) -> bool:
             and module.weight.dim() == 4)
 
 
-def _fuse_conv_activation(root: nn.Module, *, prepack: bool) -> int:
+def _fuse_conv_activation(root: nn.Module, skip: set[int], *, prepack: bool) -> int:
     """Replace each plain Conv2d of a Sequential (and the activation right after it) by a FusedConv2d."""
     fused = 0
-    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential) and id(m) not in skip]:
         names = list(sequential._modules)
         for i, name in enumerate(names):
             conv = sequential._modules[name]
@@ -295,9 +307,9 @@ def _is_squeeze_excitation(module: nn.Module) -> bool:
             and module.fc2.bias is not None)
 
 
-def _fuse_squeeze_excitation(root: nn.Module, *, prepack: bool) -> int:
+def _fuse_squeeze_excitation(root: nn.Module, skip: set[int], *, prepack: bool) -> int:
     fused = 0
-    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential) and id(m) not in skip]:
         names = list(sequential._modules)
         for i, name in enumerate(names):
             if not _is_squeeze_excitation(sequential._modules[name]):
@@ -316,14 +328,27 @@ def _fuse_squeeze_excitation(root: nn.Module, *, prepack: bool) -> int:
 _TILED_MAX_STRIDE = 4
 
 
-def _tile_early_stages(root: nn.Module) -> int:
+def _tile_early_stages(root: nn.Module, skip: set[int]) -> int:
     """Mark every vertebra Backbone under ``root`` to run its layers up to stride 4 image by image."""
     from .backbones import Backbone
 
     tiled = 0
-    for backbone in [m for m in root.modules() if isinstance(m, Backbone)]:
+    for backbone in [m for m in root.modules() if isinstance(m, Backbone) and id(m) not in skip]:
         early = [spec.index for spec in backbone.all_levels if spec.stride <= _TILED_MAX_STRIDE]
         if early:
             backbone._tiled_entries = max(early) + 1
             tiled += 1
     return tiled
+
+
+# -- 5. fused graphs -------------------------------------------------------------------------------------
+def _run_backbones_as_graphs(root: nn.Module) -> list[nn.Module]:
+    """Give every vertebra Backbone under ``root`` an :class:`InferenceGraph`; returns those backbones."""
+    from .backbones import Backbone
+
+    if not graph_available():
+        return []
+    backbones = [m for m in root.modules() if isinstance(m, Backbone)]
+    for backbone in backbones:
+        backbone._inference_graph = InferenceGraph()
+    return backbones

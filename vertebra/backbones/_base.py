@@ -173,8 +173,10 @@ class Backbone(nn.Module):
         # Later layers than the deepest requested tap never run.
         self._last_index = max(spec.index for spec in self.feature_info)
         self._taps = {spec.index: spec.name for spec in self.feature_info}
-        # vertebra.optimize() sets this: run features[:n] one image at a time (see _forward_tiled).
+        # vertebra.optimize() sets these: run features[:n] one image at a time (see _forward_tiled),
+        # or the whole forward as a fused graph (vertebra/_graph.py) where it applies.
         self._tiled_entries = 0
+        self._inference_graph = None
 
     # -- the contract -------------------------------------------------------------------------
     @property
@@ -199,10 +201,15 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         self._check_input(x)
+        if self._inference_graph is not None and not (self.training or torch.is_grad_enabled()):
+            fused = self._inference_graph(self, x)
+            if fused is not None:
+                return fused
         out: OrderedDict[str, Tensor] = OrderedDict()
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         start = 0
-        if self._tiled_entries and x.shape[0] > 1 and not (self.training or torch.is_grad_enabled()):
+        if (self._tiled_entries and not (torch.jit.is_tracing() or self.training or torch.is_grad_enabled())
+                and x.shape[0] > 1):
             x, start = self._forward_tiled(x, out), self._tiled_entries
         for index, layer in enumerate(self.features):
             if index < start:

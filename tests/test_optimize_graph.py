@@ -1,0 +1,209 @@
+"""vertebra.optimize's fused-graph path: backbones traced, frozen and fused by oneDNN Graph.
+
+Every comparison runs the optimized model three times and checks the third output: TorchScript's
+profiling executor runs a new graph unfused twice before it optimizes (and fuses) it, so an earlier
+output would not test the fused kernels.  ``_fusion_groups`` checks that fusion really happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from vertebra import registry
+from vertebra._graph import InferenceGraph, graph_available
+from vertebra._optimize import FusedConv2d, optimize
+
+pytestmark = pytest.mark.skipif(not graph_available(), reason="this torch build has no oneDNN Graph fuser")
+
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _randomized(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so that a wrong fold inside the graph would show."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()
+
+
+def _settled(model: nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        for _ in range(3):
+            out = model(x)
+    return out
+
+
+def _fusion_groups() -> int:
+    """oneDNN fusion groups in the graph TorchScript executed last."""
+    return str(torch.jit.last_executed_optimized_graph()).count("prim::oneDNNFusionGroup")
+
+
+def _assert_levels_close(actual, expected):
+    assert list(actual) == list(expected)
+    for name in expected:
+        scale = expected[name].abs().max().item()
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("name, output_stride", [("mobilenet_v3_large", 32), ("efficientnet_b0", 8),
+                                                  ("efficientnet_v2_s", 16)])
+def test_graph_backbone_matches_and_is_fused(name, output_stride):
+    backbone = _randomized(registry.build_backbone(name, output_stride=output_stride))
+    fast = optimize(backbone)
+    report = fast.optimization_report
+    assert report["graph_backbones"] == 1 and isinstance(fast._inference_graph, InferenceGraph)
+    assert report["fused_conv"] == report["fused_se"] == report["tiled_backbones"] == 0  # the graph's job
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = backbone(x)
+    actual = _settled(fast, x)
+    assert _fusion_groups() > 0
+    assert len(fast._inference_graph) == 1
+    _assert_levels_close(actual, expected)
+
+
+def test_each_shape_gets_its_own_graph_and_the_cache_is_bounded():
+    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    fast = optimize(backbone)
+    cache = fast._inference_graph
+    shapes = [(1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 96, 64), (1, 3, 64, 96), (3, 3, 64, 64)]
+    for shape in shapes:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = backbone(x)
+        _assert_levels_close(_settled(fast, x), expected)
+    assert len(cache) == cache.max_graphs == 4 < len(shapes)
+    assert [key[0] for key in cache._graphs] == shapes[1:]  # least recently used went first
+
+
+def test_weights_changed_after_the_first_call_are_seen():
+    """In-place edits (as load_state_dict makes) retrace instead of running stale frozen constants."""
+    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    before = _settled(fast, x)
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    after = _settled(fast, x)
+    with torch.enable_grad():  # autograd on: the eager forward, with the edited weights
+        eager = {name: level.detach() for name, level in fast(x).items()}
+    assert not torch.allclose(after["C5"], before["C5"])
+    _assert_levels_close(after, eager)
+    assert len(fast._inference_graph) == 2
+
+
+def test_graph_steps_aside_for_autograd_training_and_other_devices_or_dtypes():
+    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    fast(x)  # autograd on
+    with torch.no_grad():
+        fast.train()(x)
+        fast.eval()
+        fast.double()(x.double())  # float64: the eager forward
+        fast.float()
+    assert len(fast._inference_graph) == 0
+    _settled(fast, x)
+    assert len(fast._inference_graph) == 1
+
+
+def test_fusion_switch_is_restored_after_each_call():
+    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    before = torch.jit.onednn_fusion_enabled()
+    _settled(fast, torch.randn(1, 3, SIZE, SIZE))
+    assert torch.jit.onednn_fusion_enabled() == before
+
+
+def test_copies_and_pickles_drop_cached_graphs(tmp_path):
+    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    fast = optimize(backbone)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    _settled(fast, x)
+    clone = copy.deepcopy(fast)
+    assert len(clone._inference_graph) == 0 and clone._inference_graph is not fast._inference_graph
+    torch.save(fast, tmp_path / "fast.pt")  # a frozen ScriptModule would not pickle
+    loaded = torch.load(tmp_path / "fast.pt", weights_only=False)
+    with torch.no_grad():
+        expected = backbone(x)
+    _assert_levels_close(_settled(clone, x), expected)
+    _assert_levels_close(_settled(loaded, x), expected)
+    assert set(clone.state_dict()) == set(fast.state_dict())
+
+
+class _ValueDependent(nn.Module):
+    """A layer whose Python branches on a tensor's value: a trace would freeze one branch."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) if x.mean() > -1e9 else -self.inner(x)
+
+
+class _Untraceable(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            raise RuntimeError("this layer cannot be traced")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("wrapper, reason", [(_ValueDependent, "may depend on values"),
+                                             (_Untraceable, "tracing failed")])
+def test_backbone_that_does_not_trace_cleanly_stays_eager_with_a_warning(wrapper, reason):
+    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    backbone.features[1] = wrapper(backbone.features[1])
+    fast = optimize(backbone)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = backbone(x)
+    with pytest.warns(RuntimeWarning, match=f"runs eagerly.*{reason}"):
+        with torch.no_grad():
+            first = fast(x)
+    assert reason in fast._inference_graph.disabled_because and len(fast._inference_graph) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided once: no second trace, no second warning
+        _assert_levels_close(_settled(fast, x), expected)
+    _assert_levels_close(first, expected)
+
+
+def test_heads_outside_the_graph_still_get_the_eager_rewrites():
+    model = _randomized(registry.build("lraspp", backbone="mobilenet_v3_large", num_classes=3))
+    fast = optimize(model)
+    report = fast.optimization_report
+    assert report["graph_backbones"] == 1 and report["fused_conv"] > 0
+    assert not any(isinstance(m, FusedConv2d) for m in fast.backbone.modules())
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model(x)["out"]
+    actual = _settled(fast, x)["out"]
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_compile_and_the_switch_leave_backbones_eager():
+    backbone = registry.build_backbone("mobilenet_v3_small").eval()
+    assert optimize(backbone, graph=False)._inference_graph is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = optimize(backbone, compile={"backend": "eager"})
+    assert compiled.optimization_report["graph_backbones"] == 0
+    assert compiled._orig_mod._inference_graph is None
