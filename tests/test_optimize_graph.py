@@ -105,7 +105,23 @@ def test_weights_changed_after_the_first_call_are_seen():
         eager = {name: level.detach() for name, level in fast(x).items()}
     assert not torch.allclose(after["C5"], before["C5"])
     _assert_levels_close(after, eager)
-    assert len(fast._inference_graph) == 2
+    assert len(fast._inference_graph) == 1  # the stale graph was dropped, not kept or counted as evicted
+    assert fast._inference_graph._evictions == 0
+
+
+def test_shapes_that_keep_changing_send_the_backbone_back_to_eager():
+    """Cycling through more shapes than the cache holds would retrace on every call."""
+    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    fast = optimize(backbone)
+    cache = fast._inference_graph
+    sizes = [64, 72, 80, 88, 96]  # one more than the cache holds
+    with pytest.warns(RuntimeWarning, match="input shapes change too often"):
+        with torch.no_grad():
+            for size in sizes * 3:
+                x = torch.randn(1, 3, size, size)
+                _assert_levels_close(fast(x), backbone(x))
+    assert cache.disabled_because is not None and len(cache) == 0
+    assert cache._evictions == 2 * cache.max_graphs
 
 
 def test_graph_steps_aside_for_autograd_training_and_other_devices_or_dtypes():

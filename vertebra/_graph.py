@@ -13,12 +13,14 @@ Choices, each for correctness first:
 
 * **One graph per input signature** (shape, layout, weights): a trace records one path through the
   Python code, so a backbone with shape-dependent Python would be wrong for another shape.  A new
-  shape costs one trace (about a second for EfficientNet-B0); the cache keeps the last few.
-* **Weights are part of the key** (every parameter's and buffer's storage and version counter), so
-  loading new weights after ``optimize()`` (``load_state_dict``, in-place edits, ``.to()``) retraces
-  instead of running stale frozen constants.  The tensors are listed once (listing them per call
+  shape costs one trace (about a second for EfficientNet-B0); the cache keeps the last four.  Inputs
+  that cycle through more shapes than that would retrace on every call (seen: 0.6 s instead of 60 ms
+  per batch), so after ``2 * max_graphs`` evictions the backbone goes back to eager, with a warning.
+* **Weights are checked on every call** (every parameter's and buffer's storage and version counter),
+  so loading new weights after ``optimize()`` (``load_state_dict``, in-place edits, ``.to()``) drops
+  the cached graphs and retraces instead of running stale frozen constants.  The tensors are listed once (listing them per call
   would cost 1.4 ms on EfficientNet-B0; reading their counters costs 60 us): a Parameter *object*
-  or submodule swapped in afterwards is not seen until :meth:`InferenceGraph.clear`.
+  or submodule swapped in afterwards is not seen; optimize the edited model again instead.
 * **A trace that warns is not used**: ``TracerWarning`` means the trace may depend on values; the
   backbone then stays eager (with one warning saying so).  So does a backbone that fails to trace.
 * **The fusion switch is global in torch**, so it is turned on only around the graph's own calls and
@@ -78,6 +80,8 @@ class InferenceGraph:
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
         self._weights: list[Tensor] | None = None
+        self._weights_seen: tuple | None = None
+        self._evictions = 0
         self.disabled_because: str | None = None
 
     def __call__(self, backbone: nn.Module, x: Tensor) -> "OrderedDict[str, Tensor] | None":
@@ -86,7 +90,11 @@ class InferenceGraph:
             return None
         if self._weights is None:
             self._weights = [*backbone.parameters(), *backbone.buffers()]
-        key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), _weights_key(self._weights))
+        weights = _weights_key(self._weights)
+        if weights != self._weights_seen:  # every cached graph holds the old weights: all are stale
+            self._graphs.clear()
+            self._weights_seen = weights
+        key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last))
         graph = self._graphs.get(key)
         if graph is None:
             graph = self._trace(backbone, x)
@@ -95,6 +103,10 @@ class InferenceGraph:
             self._graphs[key] = graph
             while len(self._graphs) > self.max_graphs:
                 self._graphs.popitem(last=False)
+                self._evictions += 1
+            if self._evictions >= 2 * self.max_graphs:
+                self._disable(f"input shapes change too often ({self._evictions} cached graphs evicted); pad "
+                              f"or resize inputs to at most {self.max_graphs} sizes to use fused graphs")
         else:
             self._graphs.move_to_end(key)
         with _onednn_fusion():
@@ -135,7 +147,7 @@ class InferenceGraph:
     def clear(self) -> None:
         """Drop every cached graph and re-list the weights (after swapping modules or Parameter objects)."""
         self._graphs.clear()
-        self._weights = None
+        self._weights = self._weights_seen = None
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -147,5 +159,5 @@ class InferenceGraph:
         return copied
 
     def __getstate__(self) -> dict:
-        return {"max_graphs": self.max_graphs, "_graphs": OrderedDict(), "_weights": None,
-                "disabled_because": self.disabled_because}
+        return {"max_graphs": self.max_graphs, "_graphs": OrderedDict(), "_weights": None, "_weights_seen": None,
+                "_evictions": 0, "disabled_because": self.disabled_because}
