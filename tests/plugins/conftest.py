@@ -7,19 +7,13 @@ import uuid
 
 import pytest
 
-from vertebra import registry
-from vertebra.plugins.testing import mounted, write_distribution
-
-ENV_VARS = ("VERTEBRA_STRICT_PLUGINS", "VERTEBRA_DISABLE_PLUGIN_AUTOLOAD", "VERTEBRA_DISABLE_PLUGINS")
+from vertebra.plugins.testing import isolated_registry, mounted, write_distribution
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    registry._reset()
-    yield
-    registry._reset()
+def fresh_registry():
+    with isolated_registry():
+        yield
 
 
 @pytest.fixture

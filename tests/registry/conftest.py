@@ -6,19 +6,15 @@ import pytest
 
 from registry_fakes import CALLS, FakePlugin
 from vertebra import registry
-
-ENV_VARS = ("VERTEBRA_STRICT_PLUGINS", "VERTEBRA_DISABLE_PLUGIN_AUTOLOAD", "VERTEBRA_DISABLE_PLUGINS")
+from vertebra.plugins.testing import isolated_registry
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
+def fresh_registry():
     """Every test starts with an undiscovered registry and none of the plugin variables set."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    registry._reset()
-    CALLS.clear()
-    yield
-    registry._reset()
+    with isolated_registry():
+        CALLS.clear()
+        yield
 
 
 @pytest.fixture

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import sys
 import textwrap
 from pathlib import Path
 from typing import Iterator, Mapping
 
-__all__ = ["write_distribution", "mounted"]
+__all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS"]
+
+# The environment variables that change what discovery loads (see the README's plugin section).
+PLUGIN_ENV_VARS = ("VERTEBRA_STRICT_PLUGINS", "VERTEBRA_DISABLE_PLUGIN_AUTOLOAD", "VERTEBRA_DISABLE_PLUGINS")
 
 
 def write_distribution(root: str | Path, name: str, version: str, entry_points: Mapping[str, str],
@@ -75,4 +79,24 @@ def mounted(*roots: str | Path) -> Iterator[None]:
             if any(file.startswith(p) for p in paths):
                 del sys.modules[module]
         importlib.invalidate_caches()
+        _reset()
+
+
+@contextlib.contextmanager
+def isolated_registry() -> Iterator[None]:
+    """An undiscovered registry with none of :data:`PLUGIN_ENV_VARS` set; both restored on exit.
+
+    For a test that must not see what an earlier test registered or which plugins the caller's
+    environment disables (pytest's ``monkeypatch`` may still set variables inside it).
+    """
+    from ..registry import _reset
+
+    saved = {var: os.environ.pop(var) for var in PLUGIN_ENV_VARS if var in os.environ}
+    _reset()
+    try:
+        yield
+    finally:
+        for var in PLUGIN_ENV_VARS:
+            os.environ.pop(var, None)
+        os.environ.update(saved)
         _reset()
