@@ -87,6 +87,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         graph: on CPU in float32 (without ``compile``), run every vertebra backbone in the model as a
             frozen TorchScript trace that oneDNN Graph fuses, one per input shape (``vertebra/_graph.py``
             says why and how it stays correct); ``fuse`` and ``tile`` then apply to the rest of the model.
+            The first call with a new input shape traces (about 0.6 s for EfficientNet-B0) and the two
+            calls after it run unfused while TorchScript profiles the graph: warm up before timing.
         compile: ``True`` wraps the result in ``torch.compile``; a dict is passed to it as keyword
             arguments (``{"mode": "max-autotune"}``).
         inplace: rewrite ``model`` itself instead of a deep copy (saves memory for huge models; the
