@@ -7,7 +7,7 @@ fused kernels: convolution + bias + activation, the squeeze-and-excitation multi
 add run inside the convolutions' kernels, and a 1x1 expansion is fused with the 3x3 depthwise conv
 after it.  Measured on EfficientNet-B0, batch 8, 224 px, 2 threads, allocator page faults removed
 (``benchmarks/test_throughput.py::test_optimized_inference``): 1.35-1.57x torchvision's eager model
-(MobileNetV3-Large 1.66-1.78x), where the eager rewrites of ``_optimize.py`` reach 1.1-1.3x and
+(MobileNetV3-Large 1.66-1.78x), where the eager rewrites of ``_optimize.py`` reach 1.0-1.25x and
 ``torch.compile`` (with or without inductor's freezing) about 1.1x.
 
 Choices, each for correctness first:
