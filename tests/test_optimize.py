@@ -1,7 +1,6 @@
 """vertebra.optimize: every rewrite keeps the model's outputs, and the caller's model is left alone.
 
-BatchNorm statistics are randomised before each comparison: with freshly initialised statistics
-(mean 0, var 1, gamma 1, beta 0) folding is almost the identity, and a wrong fold would pass.
+BatchNorm statistics are randomised before each comparison (``randomize_norms`` says why).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import vertebra
 from vertebra import registry
 from vertebra.errors import ConfigError, VertebraError
 from vertebra._optimize import FusedConv2d, SqueezeExciteProject, optimize
+from optimize_support import assert_same, randomize_norms, settled
 
 SIZE = 64
 
@@ -27,31 +27,6 @@ SIZE = 64
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def _randomize_norms(model: nn.Module) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine parameters (in place)."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-                n = module.num_features if hasattr(module, "num_features") else module.weight.numel()
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model
-
-
-def _assert_same(actual, expected, *, rtol=1e-4, atol_scale=1e-5):
-    """assert_close with an absolute tolerance relative to the tensor's magnitude."""
-    if isinstance(expected, dict):
-        assert list(actual) == list(expected)
-        for key in expected:
-            _assert_same(actual[key], expected[key], rtol=rtol, atol_scale=atol_scale)
-        return
-    atol = atol_scale * max(expected.abs().max().item(), 1e-30)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
 
 
 def _count(model: nn.Module, kind) -> int:
@@ -64,11 +39,11 @@ def _count(model: nn.Module, kind) -> int:
 def test_backbone_outputs_match(name, output_stride):
     """The eager rewrites, one backbone per family (EfficientNet dilated: every depthwise conv carries a
     dilation).  The fused-graph path (on by default) has its own tests in test_optimize_graph.py."""
-    backbone = _randomize_norms(registry.build_backbone(name, output_stride=output_stride)).eval()
+    backbone = randomize_norms(registry.build_backbone(name, output_stride=output_stride)).eval()
     x = torch.randn(2, 3, SIZE, SIZE)
     fast = optimize(backbone, graph=False)
     with torch.no_grad():
-        _assert_same(fast(x), backbone(x))
+        assert_same(fast(x), backbone(x))
     report = fast.optimization_report
     assert report["graph_backbones"] == 0 and fast._inference_graph is None
     assert report["folded_bn"] == _count(backbone, nn.BatchNorm2d) > 0
@@ -81,7 +56,7 @@ def test_backbone_outputs_match(name, output_stride):
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
 def test_tiled_early_stages_give_every_level_of_the_whole_batch(name):
     """Stride-2/4 layers image by image: each level (the tiled C1, C2 too) equals the untiled batch's."""
-    backbone = _randomize_norms(registry.build_backbone(name)).eval()
+    backbone = randomize_norms(registry.build_backbone(name)).eval()
     x = torch.randn(3, 3, SIZE, SIZE)
     tiled, whole = optimize(backbone, graph=False), optimize(backbone, tile=False, graph=False)
     assert (tiled.optimization_report["tiled_backbones"], whole.optimization_report["tiled_backbones"]) == (1, 0)
@@ -92,8 +67,8 @@ def test_tiled_early_stages_give_every_level_of_the_whole_batch(name):
     with torch.no_grad():
         got, want = tiled(x), whole(x)
         assert calls == [1, 1, 1]  # the stem ran once per image
-        _assert_same(got, want)
-        _assert_same(tiled(x[:1]), whole(x[:1]))  # one image: nothing to tile
+        assert_same(got, want)
+        assert_same(tiled(x[:1]), whole(x[:1]))  # one image: nothing to tile
     assert calls[-1] == 1 and len(calls) == 4
     assert [t.shape for t in got.values()] == [t.shape for t in want.values()]
 
@@ -115,26 +90,19 @@ def test_tiling_is_off_under_compile_autograd_and_training():
     assert calls == [2, 2, 1, 1]
 
 
-def _settled(model: nn.Module, *args):
-    """The output of the third call: a fused graph runs unfused for two profiling calls first."""
-    for _ in range(3):
-        out = model(*args)
-    return out
-
-
 @pytest.mark.parametrize("graph", [True, False], ids=["graph", "eager"])
 @pytest.mark.parametrize("head", ["classifier", "lraspp", "deeplabv3", "unet"])
 def test_classifier_and_segmentation_models_match(head, graph):
-    model = _randomize_norms(registry.build(head, backbone="mobilenet_v3_large", num_classes=5)).eval()
+    model = randomize_norms(registry.build(head, backbone="mobilenet_v3_large", num_classes=5)).eval()
     x = torch.randn(2, 3, SIZE, SIZE)
     fast = optimize(model, graph=graph)
     assert fast.optimization_report["graph_backbones"] == int(graph)
     with torch.no_grad():
-        expected, actual = model(x), _settled(fast, x)
+        expected, actual = model(x), settled(fast, x)
     if isinstance(expected, dict):
         expected, actual = expected["out"], actual["out"]
     assert actual.shape == expected.shape
-    _assert_same(actual, expected)
+    assert_same(actual, expected)
     assert _count(fast, nn.BatchNorm2d) == 0
 
 
@@ -142,13 +110,13 @@ def test_detection_model_matches():
     """Faster R-CNN: the feature pyramid matches closely, and so do the final detections' scores."""
     model = registry.build("fasterrcnn_fpn", backbone="mobilenet_v3_large", num_classes=3,
                            min_size=96, max_size=96)
-    model = _randomize_norms(model).eval()
+    model = randomize_norms(model).eval()
     fast = optimize(model)
     assert _count(fast, nn.BatchNorm2d) == 0 and fast.optimization_report["folded_bn"] > 0
     image = torch.rand(3, 96, 96)
     with torch.no_grad():
-        _assert_same(_settled(fast.backbone, image[None]), model.backbone(image[None]))
-        expected, actual = model([image])[0], _settled(fast, [image])[0]
+        assert_same(settled(fast.backbone, image[None]), model.backbone(image[None]))
+        expected, actual = model([image])[0], settled(fast, [image])[0]
     assert len(actual["scores"]) == len(expected["scores"])
     torch.testing.assert_close(actual["scores"].sort().values, expected["scores"].sort().values,
                                rtol=1e-3, atol=1e-4)
@@ -156,15 +124,15 @@ def test_detection_model_matches():
 
 def test_torchvision_reference_models_match():
     """optimize() is not vertebra-specific: torchvision's own models come out equal too."""
-    model = _randomize_norms(torchvision.models.mobilenet_v3_small(num_classes=10)).eval()
+    model = randomize_norms(torchvision.models.mobilenet_v3_small(num_classes=10)).eval()
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        _assert_same(optimize(model)(x), model(x))
+        assert_same(optimize(model)(x), model(x))
 
 
 # -- the caller's model -----------------------------------------------------------------------------------
 def test_callers_model_is_not_mutated():
-    model = _randomize_norms(registry.build("classifier", backbone="mobilenet_v3_small", num_classes=4))
+    model = randomize_norms(registry.build("classifier", backbone="mobilenet_v3_small", num_classes=4))
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batchnorms = _count(model, nn.BatchNorm2d)
@@ -180,18 +148,18 @@ def test_callers_model_is_not_mutated():
 
 
 def test_inplace_rewrites_the_given_model():
-    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    model = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     reference = copy.deepcopy(model)
     same = optimize(model, inplace=True)
     assert same is model and _count(model, nn.BatchNorm2d) == 0
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
-        _assert_same(same(x), reference(x))
+        assert_same(same(x), reference(x))
 
 
 # -- each rewrite on its own --------------------------------------------------------------------------------
 def test_switches_turn_rewrites_off():
-    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    model = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     plain = optimize(model, fold_bn=False, channels_last=False, fuse=False, graph=False)
     assert plain.optimization_report["graph_backbones"] == 0 and plain._inference_graph is None
     assert _count(plain, nn.BatchNorm2d) == _count(model, nn.BatchNorm2d)
@@ -201,12 +169,12 @@ def test_switches_turn_rewrites_off():
     assert _count(folded, nn.BatchNorm2d) == 0 and _count(folded, FusedConv2d) == 0
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
-        _assert_same(folded(x), model(x))
-        _assert_same(plain(x), model(x))
+        assert_same(folded(x), model(x))
+        assert_same(plain(x), model(x))
 
 
 def test_channels_last_converts_weights_and_inputs():
-    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    model = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(model, fuse=False, graph=False)
     conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -220,12 +188,12 @@ def test_channels_last_converts_weights_and_inputs():
 def test_fold_handles_frozen_batchnorm_and_conv_bias():
     conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
     frozen = FrozenBatchNorm2d(6)
-    model = _randomize_norms(nn.Sequential(conv, frozen, nn.ReLU())).eval()
+    model = randomize_norms(nn.Sequential(conv, frozen, nn.ReLU())).eval()
     fast = optimize(model, fuse=False, channels_last=False)
     assert fast.optimization_report["folded_bn"] == 1 and isinstance(fast[1], nn.Identity)
     x = torch.randn(2, 4, 9, 9)
     with torch.no_grad():
-        _assert_same(fast(x), model(x))
+        assert_same(fast(x), model(x))
 
 
 def test_batchnorm_without_running_stats_is_left_alone():
@@ -249,7 +217,7 @@ def test_fused_conv_activation_matches(activation, layout):
         assert isinstance(fast[1], nn.Identity)
     x = torch.randn(2, 8, 11, 13) * 3
     with torch.no_grad():
-        _assert_same(fast(x), model(x))
+        assert_same(fast(x), model(x))
 
 
 @pytest.mark.parametrize("size", [56, 5], ids=["matmul-path", "conv-path"])
@@ -258,13 +226,13 @@ def test_squeeze_excitation_projection_matches(size, layout):
     """Both execution paths of the fused SE + projection, in both memory layouts."""
     se = SqueezeExcitation(32, 8, scale_activation=nn.Hardsigmoid)
     project = Conv2dNormActivation(32, 16, kernel_size=1, activation_layer=None)
-    model = _randomize_norms(nn.Sequential(se, project)).eval()
+    model = randomize_norms(nn.Sequential(se, project)).eval()
     fast = optimize(model, channels_last=layout == "nhwc")
     assert fast.optimization_report["fused_se"] == 1
     assert isinstance(fast[0], nn.Identity) and isinstance(fast[1], SqueezeExciteProject)
     x = torch.randn(2, 32, size, size)
     with torch.no_grad():
-        _assert_same(fast(x), model(x))
+        assert_same(fast(x), model(x))
 
 
 def test_squeeze_excitation_before_a_strided_conv_is_not_fused():
@@ -273,12 +241,12 @@ def test_squeeze_excitation_before_a_strided_conv_is_not_fused():
     assert fast.optimization_report["fused_se"] == 0 and isinstance(fast[0], SqueezeExcitation)
     x = torch.randn(1, 8, 8, 8)
     with torch.no_grad():
-        _assert_same(fast(x), model(x))
+        assert_same(fast(x), model(x))
 
 
 def test_float64_model_is_folded_but_not_fused():
     """The oneDNN fused kernels are float32-only; other dtypes still get folding and channels_last."""
-    model = _randomize_norms(nn.Sequential(Conv2dNormActivation(3, 8, 3), SqueezeExcitation(8, 2),
+    model = randomize_norms(nn.Sequential(Conv2dNormActivation(3, 8, 3), SqueezeExcitation(8, 2),
                                            Conv2dNormActivation(8, 4, 1, activation_layer=None)))
     model = model.double().eval()
     fast = optimize(model)
@@ -287,11 +255,11 @@ def test_float64_model_is_folded_but_not_fused():
     assert fast.optimization_report["folded_bn"] == 2
     x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
     with torch.no_grad():
-        _assert_same(fast(x), model(x), rtol=1e-10, atol_scale=1e-10)
+        assert_same(fast(x), model(x), rtol=1e-10, atol_scale=1e-10)
 
 
 def test_compile_wraps_the_optimized_model():
-    model = _randomize_norms(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())).eval()
+    model = randomize_norms(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = optimize(model, compile={"backend": "eager"})
@@ -299,7 +267,7 @@ def test_compile_wraps_the_optimized_model():
         assert fast.optimization_report["compiled"] is True
         x = torch.randn(1, 3, 8, 8)
         with torch.no_grad():
-            _assert_same(fast(x), model(x))
+            assert_same(fast(x), model(x))
 
 
 # -- errors and the public entry point ------------------------------------------------------------------------
@@ -329,18 +297,18 @@ def test_package_attribute_is_the_function():
 
 def test_prepacked_weights_follow_input_shape_and_survive_copies(tmp_path):
     """The oneDNN weight cache is rebuilt for a new input shape and never copied or saved."""
-    model = _randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    model = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(model, tile=False, graph=False)  # eager rewrites; the stem sees the whole batch
     convs = [m for m in fast.modules() if isinstance(m, FusedConv2d)]
     assert convs and all(conv.prepack for conv in convs)
     with torch.no_grad():
         for shape in [(2, 3, SIZE, SIZE), (1, 3, SIZE + 32, SIZE)]:
             x = torch.randn(*shape)
-            _assert_same(fast(x), model(x))
+            assert_same(fast(x), model(x))
             assert convs[0]._packed is not None and convs[0]._packed[0][0] == shape
         clone = copy.deepcopy(fast)  # caches hold opaque oneDNN memory: dropped, not copied
         torch.save(fast, tmp_path / "fast.pt")
-        _assert_same(clone(x), model(x))
+        assert_same(clone(x), model(x))
     assert set(fast.state_dict()) == set(clone.state_dict())
 
 
@@ -349,7 +317,7 @@ def test_fused_conv_takes_an_unbatched_image():
     fast = optimize(model)
     x = torch.randn(3, 9, 9)
     with torch.no_grad():
-        _assert_same(fast(x), model(x))
+        assert_same(fast(x), model(x))
 
 
 def test_compile_disables_prepacking():

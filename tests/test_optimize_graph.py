@@ -17,6 +17,7 @@ from torch import nn
 from vertebra import registry
 from vertebra._graph import InferenceGraph, graph_available
 from vertebra._optimize import FusedConv2d, optimize
+from optimize_support import assert_same, randomize_norms, settled
 
 pytestmark = pytest.mark.skipif(not graph_available(), reason="this torch build has no oneDNN Graph fuser")
 
@@ -28,43 +29,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-def _randomized(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so that a wrong fold inside the graph would show."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
-
-
-def _settled(model: nn.Module, x: torch.Tensor):
-    with torch.no_grad():
-        for _ in range(3):
-            out = model(x)
-    return out
-
-
 def _fusion_groups() -> int:
     """oneDNN fusion groups in the graph TorchScript executed last."""
     return str(torch.jit.last_executed_optimized_graph()).count("prim::oneDNNFusionGroup")
 
 
-def _assert_levels_close(actual, expected):
-    assert list(actual) == list(expected)
-    for name in expected:
-        scale = expected[name].abs().max().item()
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5 * scale)
-
-
 @pytest.mark.parametrize("name, output_stride", [("mobilenet_v3_large", 32), ("efficientnet_b0", 8),
                                                   ("efficientnet_v2_s", 16)])
 def test_graph_backbone_matches_and_is_fused(name, output_stride):
-    backbone = _randomized(registry.build_backbone(name, output_stride=output_stride))
+    backbone = randomize_norms(registry.build_backbone(name, output_stride=output_stride)).eval()
     fast = optimize(backbone)
     report = fast.optimization_report
     assert report["graph_backbones"] == 1 and isinstance(fast._inference_graph, InferenceGraph)
@@ -72,14 +45,14 @@ def test_graph_backbone_matches_and_is_fused(name, output_stride):
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = backbone(x)
-    actual = _settled(fast, x)
+    actual = settled(fast, x)
     assert _fusion_groups() > 0
     assert len(fast._inference_graph) == 1
-    _assert_levels_close(actual, expected)
+    assert_same(actual, expected)
 
 
 def test_each_shape_gets_its_own_graph_and_the_cache_is_bounded():
-    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(backbone)
     cache = fast._inference_graph
     shapes = [(1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 96, 64), (1, 3, 64, 96), (3, 3, 64, 64)]
@@ -87,31 +60,31 @@ def test_each_shape_gets_its_own_graph_and_the_cache_is_bounded():
         x = torch.randn(*shape)
         with torch.no_grad():
             expected = backbone(x)
-        _assert_levels_close(_settled(fast, x), expected)
+        assert_same(settled(fast, x), expected)
     assert len(cache) == cache.max_graphs == 4 < len(shapes)
     assert [key[0] for key in cache._graphs] == shapes[1:]  # least recently used went first
 
 
 def test_weights_changed_after_the_first_call_are_seen():
     """In-place edits (as load_state_dict makes) retrace instead of running stale frozen constants."""
-    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    fast = optimize(randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval())
     x = torch.randn(1, 3, SIZE, SIZE)
-    before = _settled(fast, x)
+    before = settled(fast, x)
     conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d))
     with torch.no_grad():
         conv.weight.mul_(2.0)
-    after = _settled(fast, x)
+    after = settled(fast, x)
     with torch.enable_grad():  # autograd on: the eager forward, with the edited weights
         eager = {name: level.detach() for name, level in fast(x).items()}
     assert not torch.allclose(after["C5"], before["C5"])
-    _assert_levels_close(after, eager)
+    assert_same(after, eager)
     assert len(fast._inference_graph) == 1  # the stale graph was dropped, not kept or counted as evicted
     assert fast._inference_graph._evictions == 0
 
 
 def test_shapes_that_keep_changing_send_the_backbone_back_to_eager():
     """Cycling through more shapes than the cache holds would retrace on every call."""
-    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(backbone)
     cache = fast._inference_graph
     sizes = [64, 72, 80, 88, 96]  # one more than the cache holds
@@ -119,13 +92,13 @@ def test_shapes_that_keep_changing_send_the_backbone_back_to_eager():
         with torch.no_grad():
             for size in sizes * 3:
                 x = torch.randn(1, 3, size, size)
-                _assert_levels_close(fast(x), backbone(x))
+                assert_same(fast(x), backbone(x))
     assert cache.disabled_because is not None and len(cache) == 0
     assert cache._evictions == 2 * cache.max_graphs
 
 
 def test_graph_steps_aside_for_autograd_training_and_other_devices_or_dtypes():
-    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    fast = optimize(randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval())
     x = torch.randn(1, 3, SIZE, SIZE)
     fast(x)  # autograd on
     with torch.no_grad():
@@ -134,30 +107,30 @@ def test_graph_steps_aside_for_autograd_training_and_other_devices_or_dtypes():
         fast.double()(x.double())  # float64: the eager forward
         fast.float()
     assert len(fast._inference_graph) == 0
-    _settled(fast, x)
+    settled(fast, x)
     assert len(fast._inference_graph) == 1
 
 
 def test_fusion_switch_is_restored_after_each_call():
-    fast = optimize(_randomized(registry.build_backbone("mobilenet_v3_small")))
+    fast = optimize(randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval())
     before = torch.jit.onednn_fusion_enabled()
-    _settled(fast, torch.randn(1, 3, SIZE, SIZE))
+    settled(fast, torch.randn(1, 3, SIZE, SIZE))
     assert torch.jit.onednn_fusion_enabled() == before
 
 
 def test_copies_and_pickles_drop_cached_graphs(tmp_path):
-    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(backbone)
     x = torch.randn(1, 3, SIZE, SIZE)
-    _settled(fast, x)
+    settled(fast, x)
     clone = copy.deepcopy(fast)
     assert len(clone._inference_graph) == 0 and clone._inference_graph is not fast._inference_graph
     torch.save(fast, tmp_path / "fast.pt")  # a frozen ScriptModule would not pickle
     loaded = torch.load(tmp_path / "fast.pt", weights_only=False)
     with torch.no_grad():
         expected = backbone(x)
-    _assert_levels_close(_settled(clone, x), expected)
-    _assert_levels_close(_settled(loaded, x), expected)
+    assert_same(settled(clone, x), expected)
+    assert_same(settled(loaded, x), expected)
     assert set(clone.state_dict()) == set(fast.state_dict())
 
 
@@ -186,7 +159,7 @@ class _Untraceable(nn.Module):
 @pytest.mark.parametrize("wrapper, reason", [(_ValueDependent, "may depend on values"),
                                              (_Untraceable, "tracing failed")])
 def test_backbone_that_does_not_trace_cleanly_stays_eager_with_a_warning(wrapper, reason):
-    backbone = _randomized(registry.build_backbone("mobilenet_v3_small"))
+    backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     backbone.features[1] = wrapper(backbone.features[1])
     fast = optimize(backbone)
     x = torch.randn(1, 3, SIZE, SIZE)
@@ -198,12 +171,12 @@ def test_backbone_that_does_not_trace_cleanly_stays_eager_with_a_warning(wrapper
     assert reason in fast._inference_graph.disabled_because and len(fast._inference_graph) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # decided once: no second trace, no second warning
-        _assert_levels_close(_settled(fast, x), expected)
-    _assert_levels_close(first, expected)
+        assert_same(settled(fast, x), expected)
+    assert_same(first, expected)
 
 
 def test_heads_outside_the_graph_still_get_the_eager_rewrites():
-    model = _randomized(registry.build("lraspp", backbone="mobilenet_v3_large", num_classes=3))
+    model = randomize_norms(registry.build("lraspp", backbone="mobilenet_v3_large", num_classes=3)).eval()
     fast = optimize(model)
     report = fast.optimization_report
     assert report["graph_backbones"] == 1 and report["fused_conv"] > 0
@@ -211,8 +184,7 @@ def test_heads_outside_the_graph_still_get_the_eager_rewrites():
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = model(x)["out"]
-    actual = _settled(fast, x)["out"]
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    assert_same(settled(fast, x)["out"], expected)
 
 
 def test_compile_and_the_switch_leave_backbones_eager():
