@@ -120,11 +120,12 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             model.to(memory_format=torch.channels_last)
             model.register_forward_pre_hook(_inputs_to_channels_last)
             report["channels_last"] = True
-        graphed = _run_backbones_as_graphs(model) if graph and compile is False and _can_fuse(tensors) else []
+        cpu_float32 = _can_fuse(tensors)
+        graphed = _run_backbones_as_graphs(model) if graph and compile is False and cpu_float32 else []
         report["graph_backbones"] = len(graphed)
         # Left eager: everything outside the graphed backbones (their fusion is oneDNN Graph's).
         skip = {id(m) for backbone in graphed for m in backbone.modules()}
-        if fuse and _can_fuse(tensors):
+        if fuse and cpu_float32:
             prepack = compile is False  # under torch.compile, inductor lays out weights itself
             report["fused_se"] = _fuse_squeeze_excitation(model, skip, prepack=prepack)
             report["fused_conv"] = _fuse_conv_activation(model, skip, prepack=prepack)
@@ -330,12 +331,16 @@ def _fuse_squeeze_excitation(root: nn.Module, skip: set[int], *, prepack: bool) 
 _TILED_MAX_STRIDE = 4
 
 
-def _tile_early_stages(root: nn.Module, skip: set[int]) -> int:
-    """Mark every vertebra Backbone under ``root`` to run its layers up to stride 4 image by image."""
+def _backbones_in(root: nn.Module) -> list[nn.Module]:
     from .backbones import Backbone
 
+    return [m for m in root.modules() if isinstance(m, Backbone)]
+
+
+def _tile_early_stages(root: nn.Module, skip: set[int]) -> int:
+    """Mark every vertebra Backbone under ``root`` to run its layers up to stride 4 image by image."""
     tiled = 0
-    for backbone in [m for m in root.modules() if isinstance(m, Backbone) and id(m) not in skip]:
+    for backbone in [b for b in _backbones_in(root) if id(b) not in skip]:
         early = [spec.index for spec in backbone.all_levels if spec.stride <= _TILED_MAX_STRIDE]
         if early:
             backbone._tiled_entries = max(early) + 1
@@ -346,11 +351,9 @@ def _tile_early_stages(root: nn.Module, skip: set[int]) -> int:
 # -- 5. fused graphs -------------------------------------------------------------------------------------
 def _run_backbones_as_graphs(root: nn.Module) -> list[nn.Module]:
     """Give every vertebra Backbone under ``root`` an :class:`InferenceGraph`; returns those backbones."""
-    from .backbones import Backbone
-
     if not graph_available():
         return []
-    backbones = [m for m in root.modules() if isinstance(m, Backbone)]
+    backbones = _backbones_in(root)
     for backbone in backbones:
         backbone._inference_graph = InferenceGraph()
     return backbones

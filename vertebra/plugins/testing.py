@@ -22,10 +22,12 @@ import textwrap
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from ._loader import ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_STRICT
+
 __all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS"]
 
 # The environment variables that change what discovery loads (see the README's plugin section).
-PLUGIN_ENV_VARS = ("VERTEBRA_STRICT_PLUGINS", "VERTEBRA_DISABLE_PLUGIN_AUTOLOAD", "VERTEBRA_DISABLE_PLUGINS")
+PLUGIN_ENV_VARS = (ENV_STRICT, ENV_NO_AUTOLOAD, ENV_DISABLE)
 
 
 def write_distribution(root: str | Path, name: str, version: str, entry_points: Mapping[str, str],
