@@ -201,15 +201,15 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         self._check_input(x)
-        if self._inference_graph is not None and not (self.training or torch.is_grad_enabled()):
+        inference = not (self.training or torch.is_grad_enabled())
+        if self._inference_graph is not None and inference:
             fused = self._inference_graph(self, x)
             if fused is not None:
                 return fused
         out: OrderedDict[str, Tensor] = OrderedDict()
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         start = 0
-        if (self._tiled_entries and not (torch.jit.is_tracing() or self.training or torch.is_grad_enabled())
-                and x.shape[0] > 1):
+        if self._tiled_entries and inference and not torch.jit.is_tracing() and x.shape[0] > 1:
             x, start = self._forward_tiled(x, out), self._tiled_entries
         for index, layer in enumerate(self.features):
             if index < start:
