@@ -30,6 +30,10 @@ def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
 
 
+def _plural(kind: str) -> str:
+    return kind if kind.endswith("s") else kind + "s"  # "weights", not "weightss"
+
+
 class VertebraError(Exception):
     """Base class of every error vertebra raises on purpose."""
 
@@ -45,9 +49,9 @@ class UnknownNameError(VertebraError, LookupError):
             message += "; did you mean " + " or ".join(self.suggestions) + "?"
         elif candidates:
             shown = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
-            message += f"; registered {kind}s: {shown}"
+            message += f"; registered {_plural(kind)}: {shown}"
         else:
-            message += f"; no {kind}s are registered"
+            message += f"; no {_plural(kind)} are registered"
         super().__init__(message)
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message
