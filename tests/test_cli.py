@@ -74,7 +74,7 @@ def test_help_lists_every_command_without_importing_any(monkeypatch, capsys):
     out = capsys.readouterr().out
     for name, command in cli.COMMANDS.items():
         assert name in out
-    assert "list registered backbones and heads" in out
+    assert "list registered backbones, heads and named weights" in out
 
 
 def test_no_command_is_a_usage_error(capsys):
@@ -114,7 +114,7 @@ def test_list_pattern_kind_and_json(plugin_env, capsys):
 
 def test_list_without_matches_exits_1(plugin_env, capsys):
     assert cli.main(["list", "resnet*"]) == 1
-    assert "no backbones or heads match 'resnet*'" in capsys.readouterr().err
+    assert "no backbones, heads or weights match 'resnet*'" in capsys.readouterr().err
 
 
 def test_info_shows_source_arguments_levels_and_params(plugin_env, capsys):
@@ -153,9 +153,10 @@ def test_unknown_name_is_one_error_line_and_exit_2(plugin_env, capsys):
 def test_plugins_table_and_exit_status(plugin_env, capsys):
     assert cli.main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "DETAIL"]
-    rows = [line.split()[:6] for line in lines[2:]]
-    assert ["clitest", "cli-test-dist", "3.1", "loaded", "1", "1"] in rows
+    assert lines[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "WEIGHTS",
+                                "DETAIL"]
+    rows = [line.split()[:7] for line in lines[2:]]
+    assert ["clitest", "cli-test-dist", "3.1", "loaded", "1", "1", "0"] in rows
     assert rows[0][:4] == ["vertebra", "vertebra", __import__("vertebra").__version__, "disabled"]
 
 

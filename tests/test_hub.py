@@ -15,8 +15,16 @@ import torchvision.models.segmentation as tvs
 from torch import nn
 from torch.hub import HASH_REGEX
 
-from vertebra import _hub
-from vertebra._hub import WeightsEntry, cache_dir, describe_entry, get_weights_entry, named_weights, sha256_of
+from vertebra import _hub, registry
+from vertebra._hub import (
+    TORCHVISION_ENTRIES,
+    WeightsEntry,
+    cache_dir,
+    describe_entry,
+    get_weights_entry,
+    named_weights,
+    sha256_of,
+)
 from vertebra.errors import WeightsError
 from vertebra.weights import KeyMap, load_weights
 
@@ -66,9 +74,9 @@ def _torchvision_weights(origin: str):
     raise AssertionError(f"{origin} is not a torchvision weights enum")
 
 
-@pytest.mark.parametrize("name", sorted(named_weights()))
-def test_entry_mirrors_torchvision(name):
-    entry = named_weights()[name]
+@pytest.mark.parametrize("entry", TORCHVISION_ENTRIES, ids=lambda entry: entry.name)
+def test_entry_mirrors_torchvision(entry):
+    name = entry.name
     weights, enum = _torchvision_weights(entry.origin)
     assert entry.url == weights.url
     assert entry.sha256 == HASH_REGEX.search(entry.filename).group(1)  # what torch.hub check_hash uses
@@ -94,6 +102,8 @@ def test_table_covers_every_family_and_dense_checkpoint():
     assert len(set(urls)) == len(urls)
     named_weights().clear()  # a copy: the table itself is not mutable from outside
     assert set(named_weights()) == names
+    builtin = tuple(sorted(entry.name for entry in TORCHVISION_ENTRIES))  # registered by the built-in plugin
+    assert next(p for p in registry.plugins() if p.name == "vertebra").weights == builtin
 
 
 def test_describe_entry_is_plain_data():

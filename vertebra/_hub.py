@@ -1,12 +1,17 @@
 """Named pretrained checkpoints: where they come from, where they are cached, how they are checked.
 
-Every entry is one of torchvision's published ImageNet / COCO checkpoints for the families vertebra
-builds.  The URLs are copied from torchvision's weight enums (``torchvision/models/*.py``).  The
-hash is the one torchvision itself checks: the hex string after the last ``-`` of the file name,
-which is a *prefix* of the file's SHA-256 digest (``torch.hub.HASH_REGEX``; torchvision's builders
-call ``get_state_dict(check_hash=True)``).  It is only a prefix (8 hex digits, 32 bits): enough to
-catch a truncated or wrong file, not a cryptographic guarantee.  Loading uses
-``weights_only=True`` regardless, so a tampered file cannot run code.
+vertebra's own entries (:data:`TORCHVISION_ENTRIES`) are torchvision's published ImageNet / COCO
+checkpoints for the families vertebra builds.  The URLs are copied from torchvision's weight enums
+(``torchvision/models/*.py``).  The hash is the one torchvision itself checks: the hex string after
+the last ``-`` of the file name, which is a *prefix* of the file's SHA-256 digest
+(``torch.hub.HASH_REGEX``; torchvision's builders call ``get_state_dict(check_hash=True)``).  It is
+only a prefix (8 hex digits, 32 bits): enough to catch a truncated or wrong file, not a
+cryptographic guarantee.  Loading uses ``weights_only=True`` regardless, so a tampered file cannot
+run code.
+
+The built-in plugin registers that table through the ``vertebra_register_weights`` hook, the same
+hook a third-party plugin uses for its own checkpoints, so :func:`named_weights` and
+:func:`get_weights_entry` read the registry (qualified names ``plugin:name`` work as for backbones).
 
 Resolution is offline-first: ``$VERTEBRA_HOME/checkpoints/<file name>`` (default
 ``~/.cache/vertebra``) is used when present; otherwise the file is downloaded to a temporary file
@@ -20,19 +25,23 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import UnknownNameError, WeightsError
+from .errors import ConfigError, UnknownNameError, WeightsError
 
-__all__ = ["WeightsEntry", "cache_dir", "named_weights", "get_weights_entry", "resolve", "fetch", "sha256_of",
-           "verify_sha256", "describe_entry"]
+__all__ = ["WeightsEntry", "TORCHVISION_ENTRIES", "cache_dir", "named_weights", "get_weights_entry", "resolve",
+           "fetch", "sha256_of", "verify_sha256", "describe_entry"]
 
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # the same rule as torch.hub.HASH_REGEX
+_ENTRY_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9_]+\Z")  # "<architecture>.<dataset>"
+_SHA256 = re.compile(r"[0-9a-f]{8,64}\Z")
+_URL_SCHEMES = ("https://", "file://")
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,31 @@ class WeightsEntry:
     head_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
     notes: str = ""
 
-    def __post_init__(self) -> None:  # read-only views: the shared table cannot be edited through an entry
+    def __post_init__(self) -> None:
+        self._validate()
+        # Read-only views: the registered table cannot be edited through an entry.
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
         object.__setattr__(self, "head_kwargs", MappingProxyType(dict(self.head_kwargs)))
+
+    def _validate(self) -> None:
+        """Refuse an entry that could never be fetched or checked (a plugin's typo fails its plugin)."""
+        where = f"weights entry {self.name!r}"
+        if not isinstance(self.name, str) or not _ENTRY_NAME.match(self.name):
+            raise ConfigError(f"{where}: the name must be '<architecture>.<dataset>' in lower case, "
+                              f"e.g. 'my_net.imagenet'", path="name")
+        if not isinstance(self.url, str) or not self.url.startswith(_URL_SCHEMES) or not _names_a_file(self.url):
+            raise ConfigError(f"{where}: url must be an https:// or file:// address of a file, got {self.url!r}",
+                              path="url")
+        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
+            raise ConfigError(f"{where}: sha256 must be 8 to 64 lower-case hex digits (the file's digest or "
+                              f"its prefix), got {self.sha256!r}", path="sha256")
+        for key in ("backbone", "head"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ConfigError(f"{where}: {key} must name a registered {key}, got {getattr(self, key)!r}",
+                                  path=key)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ConfigError(f"{where}: num_classes must be a positive integer, got {self.num_classes!r}",
+                              path="num_classes")
 
     @property
     def filename(self) -> str:
@@ -81,6 +112,10 @@ class WeightsEntry:
     def path(self) -> Path:
         """Where the file is (or must be placed) in the cache: ``<cache_dir()>/checkpoints/<filename>``."""
         return cache_dir() / "checkpoints" / self.filename
+
+
+def _names_a_file(url: str) -> bool:
+    return bool(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
 def _torchvision(name: str, origin: str, filename: str, *, backbone: str, head: str = "classifier",
@@ -99,7 +134,7 @@ _VOC = "COCO train2017 images with the 20 Pascal VOC categories (21 classes with
 _COCO = "COCO train2017, 91 category ids (torchvision's numbering, background 0)"
 
 # name,                                  torchvision enum member,                  file name
-_ENTRIES = (
+TORCHVISION_ENTRIES = (
     _torchvision("efficientnet_b0.imagenet", "EfficientNet_B0_Weights.IMAGENET1K_V1",
                  "efficientnet_b0_rwightman-7f5810bc.pth", backbone="efficientnet_b0", acc1=77.692, acc5=93.532),
     _torchvision("efficientnet_b1.imagenet", "EfficientNet_B1_Weights.IMAGENET1K_V2",
@@ -149,22 +184,28 @@ _ENTRIES = (
                  head="fasterrcnn_fpn", num_classes=91, options={"preset": "torchvision_320", "frozen_bn": True},
                  notes=f"{_COCO}; images resized to 320-640, 150 RPN proposals at test time", box_map=22.8),
 )
-_BY_NAME = {entry.name: entry for entry in _ENTRIES}
 
 
 def named_weights() -> dict[str, WeightsEntry]:
-    """Every named checkpoint, by name (a fresh dict; mutating it changes nothing)."""
-    return dict(_BY_NAME)
+    """Every registered checkpoint, by name (a fresh dict; mutating it changes nothing).
+
+    A name two plugins both register appears once per plugin, qualified (``plugin:name``).
+    """
+    from .registry import _catalog
+
+    table = _catalog.catalog()
+    return {table.display_name(entry): entry.factory for entry in table.entries("weights")}
 
 
 def get_weights_entry(name: str) -> WeightsEntry:
-    """The entry called ``name``; :class:`UnknownNameError` with close matches otherwise."""
+    """The entry called ``name`` (or ``plugin:name``); :class:`UnknownNameError` with close matches otherwise."""
+    from .registry import _catalog
+
     try:
-        return _BY_NAME[name]
-    except KeyError:
-        error = UnknownNameError("weights", name, _BY_NAME)
+        return _catalog.catalog().lookup("weights", name).factory
+    except UnknownNameError as error:
         error.args = (error.args[0] + " (or pass the path of a .pth, .pt or .safetensors file)",)
-        raise error from None
+        raise
 
 
 def cache_dir() -> Path:

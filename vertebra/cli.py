@@ -30,9 +30,9 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "list": Command("vertebra.registry._cli:list_command", "list registered backbones and heads"),
+    "list": Command("vertebra.registry._cli:list_command", "list registered backbones, heads and named weights"),
     "info": Command("vertebra.registry._cli:info_command",
-                    "describe a backbone or head: arguments, feature levels, parameters, source"),
+                    "describe a backbone, head or named weights: arguments, feature levels, parameters, source"),
     "plugins": Command("vertebra.registry._cli:plugins_command",
                        "show every plugin: distribution, version, status (loaded/failed/disabled)"),
     "data": Command("vertebra.data._cli", "data set tools ('vertebra data shapes' writes the built-in set)"),

@@ -30,15 +30,18 @@ from . import hookspecs
 from ._lazy import LazyFactory
 
 __all__ = [
-    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "PluginInfo", "PluginWarning", "Registration",
+    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "PluginInfo", "PluginWarning", "Registration",
     "Settings", "Candidate", "PluginLoader", "discover",
 ]
 
 BUILTIN_NAME = "vertebra"
 BUILTIN_MODULE = "vertebra.plugins.builtin"
 ENTRY_POINT_GROUP = "vertebra"
-KINDS = ("backbone", "head")
-HOOKS = {"backbone": "vertebra_register_backbones", "head": "vertebra_register_heads"}
+KINDS = ("backbone", "head")  # what the registry builds
+WEIGHTS = "weights"           # named checkpoints (vertebra._hub.WeightsEntry), looked up like the kinds
+TABLES = (*KINDS, WEIGHTS)
+HOOKS = {"backbone": "vertebra_register_backbones", "head": "vertebra_register_heads",
+         WEIGHTS: "vertebra_register_weights"}
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 ENV_STRICT = "VERTEBRA_STRICT_PLUGINS"
@@ -52,7 +55,7 @@ class PluginWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Registration:
-    """One factory a plugin registered: ``kind`` is ``"backbone"`` or ``"head"``."""
+    """One thing a plugin registered: a backbone or head factory, or (kind ``"weights"``) a WeightsEntry."""
 
     kind: str
     name: str
@@ -75,6 +78,7 @@ class PluginInfo:
     detail: str | None = None
     backbones: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,12 +162,28 @@ class _Staging:
         self.entries: list[Registration] = []
         self._seen: set[tuple[str, str]] = set()
 
-    def register_for(self, kind: str) -> Callable[[str, Callable[..., Any]], None]:
+    def register_for(self, kind: str) -> Callable[..., None]:
+        if kind == WEIGHTS:
+            def register_weights(entry: Any) -> None:
+                self._add_weights(entry)
+
+            register_weights.__doc__ = "Register a named checkpoint: ``register(WeightsEntry(...))``."
+            return register_weights
+
         def register(name: str, factory: Callable[..., Any]) -> None:
             self._add(kind, name, factory)
 
         register.__doc__ = f"Register a {kind}: ``register(name, factory)``."
         return register
+
+    def _add_weights(self, entry: Any) -> None:
+        from .._hub import WeightsEntry  # no torch: the hub module is plain data and file checks
+
+        if not isinstance(entry, WeightsEntry):
+            raise PluginError(f"plugin {self.plugin!r} registered {entry!r:.60} as weights; register a "
+                              f"vertebra.plugins.WeightsEntry(name=..., url=..., sha256=..., backbone=..., "
+                              f"head=..., num_classes=...)")
+        self._stage(WEIGHTS, entry.name, entry)
 
     def _add(self, kind: str, name: Any, factory: Any) -> None:
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -177,10 +197,13 @@ class _Staging:
             if factory.plugin is None:
                 factory.plugin = self.plugin
             factory.check()  # a module that cannot be found fails the plugin now, not at first use
+        self._stage(kind, name, factory)
+
+    def _stage(self, kind: str, name: str, value: Any) -> None:
         if (kind, name) in self._seen:
             raise PluginError(f"plugin {self.plugin!r} registered the {kind} {name!r} twice")
         self._seen.add((kind, name))
-        self.entries.append(Registration(kind, name, factory))
+        self.entries.append(Registration(kind, name, value))
 
 
 class PluginLoader:
@@ -226,8 +249,8 @@ class PluginLoader:
             except Exception as exc:  # noqa: BLE001 - isolate the plugin, keep nothing it staged
                 self._forget(plugin, candidate.name)
                 return self._fail(strict, candidate, f"raised in its {hook} hook", exc), []
-        names = {kind: tuple(sorted(r.name for r in staging.entries if r.kind == kind)) for kind in KINDS}
-        return self._info(candidate, "loaded", None, names["backbone"], names["head"]), staging.entries
+        names = {kind: tuple(sorted(r.name for r in staging.entries if r.kind == kind)) for kind in TABLES}
+        return self._info(candidate, "loaded", None, **names), staging.entries
 
     def _forget(self, plugin: Any, name: str) -> None:
         if self.manager.get_plugin(name) is plugin:
@@ -239,10 +262,10 @@ class PluginLoader:
         if plugin is not None:
             self.manager.unregister(plugin, name=name)
 
-    def _info(self, candidate: Candidate, status: str, detail: str | None,
-              backbones: tuple[str, ...] = (), heads: tuple[str, ...] = ()) -> PluginInfo:
+    def _info(self, candidate: Candidate, status: str, detail: str | None, *, backbone: tuple[str, ...] = (),
+              head: tuple[str, ...] = (), weights: tuple[str, ...] = ()) -> PluginInfo:
         return PluginInfo(candidate.name, candidate.distribution, candidate.version, candidate.source,
-                          status, detail, backbones, heads)
+                          status, detail, backbone, head, weights)
 
     def _fail(self, strict: bool, candidate: Candidate, what: str, exc: BaseException | None) -> PluginInfo:
         cause = "" if exc is None else f": {type(exc).__name__}: {exc}"

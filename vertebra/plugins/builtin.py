@@ -1,4 +1,4 @@
-"""vertebra's own families, registered through the same hooks a third-party plugin uses.
+"""vertebra's own families and named checkpoints, registered through the hooks a third-party plugin uses.
 
 Each family module lists its factories in ``__all__``; the hooks read that list from the module's
 source (:func:`~vertebra.plugins._lazy.module_exports`) and register a
@@ -56,3 +56,11 @@ def vertebra_register_backbones(register) -> None:
 @hookimpl
 def vertebra_register_heads(register) -> None:
     _register_all(register, HEAD_MODULES)
+
+
+@hookimpl
+def vertebra_register_weights(register) -> None:
+    from .._hub import TORCHVISION_ENTRIES
+
+    for entry in TORCHVISION_ENTRIES:
+        register(entry)

@@ -17,9 +17,12 @@ writes a ``*.dist-info`` for your module and mounts it on ``sys.path``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .._hub import WeightsEntry
 
 PROJECT = "vertebra"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -30,6 +33,12 @@ class Register(Protocol):
     """The ``register`` callable handed to the registration hooks."""
 
     def __call__(self, name: str, factory: Callable[..., Any]) -> None: ...
+
+
+class RegisterWeights(Protocol):
+    """The ``register`` callable handed to :func:`vertebra_register_weights`."""
+
+    def __call__(self, entry: "WeightsEntry") -> None: ...
 
 
 @hookspec
@@ -69,4 +78,30 @@ def vertebra_register_heads(register: Register) -> None:
     :func:`vertebra.heads.requires` so the registry can check (and adapt) a backbone before any
     weights are allocated; a builder without it accepts every backbone.  ``lazy("pkg.mod:builder")``
     works here too (the requirements are read from the real builder once it is imported).
+    """
+
+
+@hookspec
+def vertebra_register_weights(register: RegisterWeights) -> None:
+    """Register named pretrained checkpoints: call ``register(WeightsEntry(...))`` once per file.
+
+    Users then load one by name, exactly like vertebra's own torchvision checkpoints:
+    ``registry.build("classifier", backbone="my_net", weights="my_net.imagenet")``::
+
+        from vertebra.plugins import WeightsEntry, hookimpl
+
+        @hookimpl
+        def vertebra_register_weights(register):
+            register(WeightsEntry(name="my_net.imagenet", url="https://example.org/my_net-1a2b3c4d.pth",
+                                  sha256="1a2b3c4d...", backbone="my_net", head="classifier",
+                                  num_classes=1000, metrics={"acc1": 71.3}))
+
+    The name is ``"<architecture>.<dataset>"`` (also reachable as ``yourplugin:<name>``); ``url`` is
+    ``https://`` or ``file://``; ``sha256`` is the file's digest (or a prefix of at least 8 hex
+    digits), checked before the file is read, which is then read with ``weights_only=True``.
+    ``backbone`` and ``head`` are the registered names the state dict fits (the load refuses a
+    model built otherwise, before downloading); ``head="classifier"`` files also load into the
+    bare backbone.  The file is cached as ``$VERTEBRA_HOME/checkpoints/<file name>``, so give it a
+    distinctive name (torchvision's convention puts the hash prefix in it).  An invalid entry
+    raises while it is constructed, which fails your plugin in isolation like any hook error.
     """

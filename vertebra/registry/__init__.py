@@ -8,6 +8,7 @@
     model = registry.build("lraspp", backbone="efficientnet_b3", num_classes=21)
     same = registry.build_from_config(model.config)            # or a .yaml / .json file
     registry.compatible("lraspp")                              # backbones that fit the head
+    registry.list_weights("efficientnet*")                    # named checkpoints, from every plugin
 
 Plugins (the built-in families included) are discovered lazily on the first call here, never at
 ``import vertebra``; :func:`plugins` reports what loaded, failed or was disabled.
@@ -23,7 +24,7 @@ from ._catalog import reset as _reset
 from ._describe import REQUIRED, Description, describe
 
 __all__ = [
-    "build", "build_backbone", "build_from_config", "load_config", "list_backbones", "list_heads",
+    "build", "build_backbone", "build_from_config", "load_config", "list_backbones", "list_heads", "list_weights",
     "describe", "compatible", "plugins", "register_plugin", "unregister_plugin", "entry",
     "Description", "Entry", "PluginInfo", "REQUIRED",
 ]
@@ -42,11 +43,19 @@ def list_heads(pattern: str | None = None) -> list[str]:
     return _get_catalog().names("head", pattern)
 
 
+def list_weights(pattern: str | None = None) -> list[str]:
+    """Registered named checkpoints (``weights=`` values) matching ``pattern``, sorted.
+
+    :func:`vertebra.weights.named_weights` returns the entries themselves (URL, hash, fit, metrics).
+    """
+    return _get_catalog().names("weights", pattern)
+
+
 def plugins() -> list[PluginInfo]:
     """The status of every plugin found: loaded, failed (with the error) or disabled (with the reason)."""
     return list(_get_catalog().plugins)
 
 
 def entry(kind: str, name: str) -> Entry:
-    """The raw registry entry (factory, plugin, distribution) for a ``"backbone"`` or ``"head"`` name."""
+    """The raw registry entry (factory, plugin, distribution) for a ``"backbone"``, ``"head"`` or ``"weights"`` name."""
     return _get_catalog().lookup(kind, name)

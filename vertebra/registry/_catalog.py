@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, PluginError, UnknownNameError
-from ..plugins._loader import KINDS, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover
+from ..plugins._loader import KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered backbone factory or head builder and where it came from."""
+    """A registered backbone factory or head builder and where it came from.
+
+    For kind ``"weights"``, ``factory`` is the registered :class:`~vertebra._hub.WeightsEntry`.
+    """
 
     kind: str
     name: str
@@ -47,7 +50,7 @@ class Catalog:
     def __init__(self, loader: PluginLoader):
         self.loader = loader
         self.plugins: list[PluginInfo] = []
-        self._entries: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
+        self._entries: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in TABLES}
         self.cache: dict[Any, Any] = {}  # describe()/compatible() results; dropped on every change
 
     # -- loading --------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class Catalog:
     def lookup(self, kind: str, name: Any) -> Entry:
         """The entry for ``name`` (bare or ``plugin:name``); errors suggest and explain."""
         if kind not in self._entries:
-            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", path="kind")
+            raise ConfigError(f"kind must be one of {', '.join(TABLES)}, got {kind!r}", path="kind")
         if not isinstance(name, str):
             raise UnknownNameError(kind, repr(name), self.names(kind))
         table = self._entries[kind]

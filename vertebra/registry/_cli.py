@@ -14,6 +14,8 @@ from typing import Any, Callable, NamedTuple
 
 __all__ = ["list_command", "info_command", "plugins_command"]
 
+_TABLES = ("backbone", "head", "weights")  # vertebra.plugins._loader.TABLES, without importing the loader
+
 
 class _Command(NamedTuple):
     configure: Callable[[argparse.ArgumentParser], None]
@@ -35,7 +37,7 @@ def _shorten(text: str | None, width: int = 72) -> str:
 def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default=None, metavar="PATTERN",
                         help="fnmatch pattern on the name, e.g. 'efficientnet*' (quote it in the shell)")
-    parser.add_argument("--kind", choices=("backbone", "head"), help="only backbones or only heads")
+    parser.add_argument("--kind", choices=_TABLES, help="only backbones, heads or named weights")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -44,22 +46,23 @@ def _run_list(args: argparse.Namespace) -> int:
 
     cat = _catalog.catalog()
     rows = []
-    for kind in ("backbone", "head"):
+    for kind in _TABLES:
         if args.kind not in (None, kind):
             continue
         wanted = set(cat.names(kind, args.pattern))
         for entry in cat.entries(kind):
             shown = cat.display_name(entry)
             if shown in wanted:
-                rows.append({"name": shown, "kind": kind, "plugin": entry.plugin,
-                             "summary": _first_line(entry.factory)})
+                summary = _weights_summary(entry.factory) if kind == "weights" else _first_line(entry.factory)
+                rows.append({"name": shown, "kind": kind, "plugin": entry.plugin, "summary": summary})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
         print(_table([[r["name"], r["kind"], r["plugin"], _shorten(r["summary"])] for r in rows],
                      ["NAME", "KIND", "PLUGIN", "SUMMARY"]))
     if not rows:
-        what = f"{args.kind}s" if args.kind else "backbones or heads"
+        what = {"backbone": "backbones", "head": "heads", "weights": "weights"}.get(args.kind,
+                                                                                "backbones, heads or weights")
         print(f"no {what} match {args.pattern!r}" if args.pattern else f"no {what} are registered",
               file=sys.stderr)
         return 1
@@ -78,12 +81,17 @@ def _first_line(func: Any) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def _weights_summary(entry: Any) -> str:
+    metrics = ", ".join(f"{key} {value:g}" for key, value in entry.metrics.items())
+    return f"{entry.head} on {entry.backbone}, {entry.num_classes} classes" + (f"; {metrics}" if metrics else "")
+
+
 list_command = _Command(_configure_list, _run_list)
 
 
 # -- info -------------------------------------------------------------------------------------------
 def _configure_info(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="a backbone or head name, or plugin:name")
+    parser.add_argument("name", metavar="NAME", help="a backbone, head or named weights, or plugin:name")
     parser.add_argument("--kind", choices=("backbone", "head"), help="needed only if NAME is both")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--no-compatible", action="store_true",
@@ -91,8 +99,10 @@ def _configure_info(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from . import compatible, describe
+    from . import _catalog, compatible, describe
 
+    if args.kind is None and "." in args.name:  # backbone and head names have no dot; weights names do
+        return _info_weights(_catalog.catalog().lookup("weights", args.name), args.json)
     d = describe(args.name, kind=args.kind)
     fits = compatible(d.qualified_name) if d.kind == "head" and not args.no_compatible else None
     if args.json:
@@ -100,7 +110,7 @@ def _run_info(args: argparse.Namespace) -> int:
         return 0
     facts = [["name", d.name], ["kind", d.kind], ["qualified name", d.qualified_name],
              ["plugin", d.plugin],
-             ["distribution", f"{d.distribution} {d.version or ''}".strip() if d.distribution else "-"],
+             ["distribution", _distribution(d)],
              ["summary", d.summary or "-"]]
     if d.kind == "backbone":
         facts.append(["parameters", f"{d.params:,} ({d.params / 1e6:.2f} M)" if d.params is not None else "-"])
@@ -127,6 +137,11 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distribution(found: Any) -> str:
+    """``"name version"`` of a description's or entry's distribution; ``"-"`` for a run-time plugin."""
+    return f"{found.distribution} {found.version or ''}".strip() if found.distribution else "-"
+
+
 def _default(value: Any) -> str:
     from ._kwargs import REQUIRED
 
@@ -144,6 +159,27 @@ def _as_json(d: Any, fits: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _info_weights(found: Any, as_json: bool) -> int:
+    """``vertebra info`` for a named checkpoint: where it comes from, how it is checked, what it fits."""
+    from .._hub import describe_entry
+
+    entry = found.factory
+    facts = describe_entry(entry) | {"qualified_name": found.qualified_name, "plugin": found.plugin}
+    if as_json:
+        print(json.dumps(facts | {"kind": "weights", "distribution": found.distribution, "version": found.version},
+                         indent=2))
+        return 0
+    rows = [[key.replace("_", " "), "-" if value in ("", None) else value] for key, value in facts.items()
+            if key not in ("metrics", "head_kwargs")]
+    rows.append(["distribution", _distribution(found)])
+    rows += [["metric " + key, f"{value:g}"] for key, value in facts["metrics"].items()]
+    options = {"num_classes": entry.num_classes, **facts["head_kwargs"]}
+    rows.append(["build with", f"registry.build({entry.head!r}, backbone={entry.backbone!r}, "
+                 + "".join(f"{k}={v!r}, " for k, v in options.items()) + f"weights={entry.name!r})"])
+    print(_table(rows, None))
+    return 0
+
+
 info_command = _Command(_configure_info, _run_info)
 
 
@@ -157,13 +193,13 @@ def _run_plugins(args: argparse.Namespace) -> int:
 
     infos = plugins()
     if args.json:
-        print(json.dumps([info.__dict__ | {"backbones": list(info.backbones), "heads": list(info.heads)}
-                          for info in infos], indent=2))
+        print(json.dumps([info.__dict__ | {"backbones": list(info.backbones), "heads": list(info.heads),
+                                           "weights": list(info.weights)} for info in infos], indent=2))
     else:
         print(_table([[i.name, i.distribution or "-", i.version or "-", i.status, len(i.backbones),
-                       len(i.heads), _shorten(i.detail, 90) if i.detail else ""] for i in infos],
-                     ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "DETAIL"],
-                     "llllrrl"))
+                       len(i.heads), len(i.weights), _shorten(i.detail, 90) if i.detail else ""] for i in infos],
+                     ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "WEIGHTS", "DETAIL"],
+                     "llllrrrl"))
         for info in infos:
             if info.status == "failed" and len(info.detail or "") > 90:
                 print(f"\n{info.name}: {info.detail}")
