@@ -58,7 +58,7 @@ def published(tmp_path):
     return source.eval(), file
 
 
-def test_plugin_weights_load_by_name_through_the_cache(make_plugin, home, published):
+def test_plugin_weights_load_by_name_through_the_cache(make_plugin, home, published, capsys):
     source, file = published
     make_plugin(_weights_plugin(_entry("mobilenet_v3_small.synthetic", file)), ep="pubs", dist="pubs-dist")
     assert registry.list_weights("*synthetic") == ["mobilenet_v3_small.synthetic"]
@@ -66,6 +66,11 @@ def test_plugin_weights_load_by_name_through_the_cache(make_plugin, home, publis
     assert "efficientnet_b0.imagenet" in named_weights()  # the built-in table is still there
     entry = get_weights_entry("pubs:mobilenet_v3_small.synthetic")
     assert entry is named_weights()["mobilenet_v3_small.synthetic"] and entry.metrics["acc1"] == 12.5
+    assert registry.describe(BACKBONE).weights == ("mobilenet_v3_small.imagenet", "mobilenet_v3_small.synthetic")
+    assert "mobilenet_v3_small.synthetic" in registry.describe("classifier").weights
+    assert "mobilenet_v3_small.synthetic" not in registry.describe("lraspp").weights
+    assert cli.main(["info", BACKBONE, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == list(registry.describe(BACKBONE).weights)
 
     loaded = registry.build_backbone(BACKBONE, weights="mobilenet_v3_small.synthetic").eval()
     assert (home / "checkpoints" / file.name).read_bytes() == file.read_bytes()  # fetched into the cache

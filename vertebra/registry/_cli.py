@@ -124,6 +124,8 @@ def _run_info(args: argparse.Namespace) -> int:
         facts.append(["needs (defaults)", "; ".join(needs)])
     if fits is not None:
         facts.append(["compatible backbones", ", ".join(fits) or "none"])
+    if d.weights:
+        facts.append(["named weights", ", ".join(d.weights)])
     for note in d.notes:
         facts.append(["note", note])
     print(_table(facts, None))
@@ -154,6 +156,7 @@ def _as_json(d: Any, fits: list[str] | None) -> dict[str, Any]:
     out["kwargs"] = {k: _default(v) for k, v in d.kwargs.items()}
     out["levels"] = [{"name": s.name, "channels": s.channels, "stride": s.stride} for s in d.levels]
     out["notes"] = list(d.notes)
+    out["weights"] = list(d.weights)
     if fits is not None:
         out["compatible"] = fits
     return out

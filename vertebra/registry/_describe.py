@@ -28,6 +28,7 @@ class Description:
     levels / params / macs / input_size: backbones only, at default arguments; ``macs`` is counted
     at ``input_size`` x ``input_size`` (``None`` when it cannot be counted; ``notes`` says why).
     requirements: heads only, what the head asks of a backbone with default options.
+    weights: the named checkpoints registered for this backbone or head (``weights=`` values).
     """
 
     kind: str
@@ -44,6 +45,7 @@ class Description:
     input_size: int | None = None
     requirements: Any = None
     notes: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
 
 
 def describe(name: str, kind: str | None = None) -> Description:
@@ -79,7 +81,15 @@ def _summary(entry: Entry) -> str:
 
 def _base(entry: Entry, kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(kind=entry.kind, name=entry.name, qualified_name=entry.qualified_name, plugin=entry.plugin,
-                distribution=entry.distribution, version=entry.version, summary=_summary(entry), kwargs=kwargs)
+                distribution=entry.distribution, version=entry.version, summary=_summary(entry), kwargs=kwargs,
+                weights=_weights_for(entry))
+
+
+def _weights_for(entry: Entry) -> tuple[str, ...]:
+    """Named checkpoints whose ``backbone`` (or ``head``) is this entry's name."""
+    cat = catalog()
+    return tuple(sorted(cat.display_name(w) for w in cat.entries("weights")
+                        if getattr(w.factory, entry.kind) == entry.name))
 
 
 def _describe_head(entry: Entry) -> Description:
