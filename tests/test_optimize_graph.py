@@ -17,6 +17,7 @@ from torch import nn
 from vertebra import registry
 from vertebra._graph import InferenceGraph, graph_available
 from vertebra._optimize import FusedConv2d, optimize
+from vertebra.backbones._blocks import BlockSqueezeExcitation, gates_in_place
 from optimize_support import assert_same, randomize_norms, settled
 
 pytestmark = pytest.mark.skipif(not graph_available(), reason="this torch build has no oneDNN Graph fuser")
@@ -49,6 +50,32 @@ def test_graph_backbone_matches_and_is_fused(name, output_stride):
     assert _fusion_groups() > 0
     assert len(fast._inference_graph) == 1
     assert_same(actual, expected)
+
+
+def test_block_squeeze_excitation_gates_in_place_only_inside_the_traced_graph():
+    backbone = randomize_norms(registry.build_backbone("efficientnet_b0")).eval()
+    gates = [m for m in backbone.modules() if isinstance(m, BlockSqueezeExcitation)]
+    assert len(gates) == 16  # one per MBConv block
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = backbone(x)
+    actual = settled(optimize(backbone), x)
+    assert str(torch.jit.last_executed_optimized_graph()).count("aten::mul_") == len(gates)
+    assert_same(actual, expected)
+
+    gate = gates[3]
+    features = torch.rand(2, gate.fc1.in_channels, 8, 8)
+    kept = features.clone()
+    with torch.no_grad():  # an eager call: torchvision's out-of-place gate, a hook's tensor stays intact
+        assert gate(features).data_ptr() != features.data_ptr()
+    with torch.enable_grad(), gates_in_place():  # autograd needs the input: never in place
+        assert gate(features).data_ptr() != features.data_ptr()
+    assert torch.equal(features, kept)
+    with torch.no_grad(), gates_in_place():
+        out = gate(features)
+        expected_gate = gate._scale(kept) * kept
+    assert out.data_ptr() == features.data_ptr()  # gated in place: the same storage
+    torch.testing.assert_close(out, expected_gate)
 
 
 def test_each_shape_gets_its_own_graph_and_the_cache_is_bounded():

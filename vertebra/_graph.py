@@ -3,12 +3,15 @@
 Why: on CPU, eager PyTorch runs one kernel per op and writes every intermediate map to memory, and
 early-stage maps are larger than the cache, so MBConv blocks are memory-bound.  oneDNN Graph (the
 "LLGA" fuser behind ``torch.jit.enable_onednn_fusion``) compiles partitions of a frozen graph into
-fused kernels: convolution + bias + activation, the squeeze-and-excitation multiply and the residual
-add run inside the convolutions' kernels, and a 1x1 expansion is fused with the 3x3 depthwise conv
-after it.  Measured on EfficientNet-B0, batch 8, 224 px, 2 threads, allocator page faults removed
-(``benchmarks/test_throughput.py::test_optimized_inference``): 1.35-1.57x torchvision's eager model
-(MobileNetV3-Large 1.66-1.78x), where the eager rewrites of ``_optimize.py`` reach 1.0-1.25x and
-``torch.compile`` (with or without inductor's freezing) about 1.1x.
+fused kernels: convolution + bias + activation and the residual add run inside the convolutions'
+kernels, and a 1x1 expansion is fused with the 3x3 depthwise conv after it.  The squeeze-and-
+excitation gate is not fused (oneDNN runs it as a broadcast multiply into a new buffer), so
+vertebra's own SE blocks are traced gating in place: their input is a fresh depthwise output that
+nothing else reads (:class:`~vertebra.backbones._blocks.BlockSqueezeExcitation`).  Measured on
+EfficientNet-B0, batch 8, 224 px, 2 threads (``benchmarks/test_throughput.py::test_optimized_inference``):
+1.50x torchvision's eager model with allocator page faults removed, 1.56x with glibc's defaults
+(MobileNetV3-Large 1.77x and 1.61x), where the eager rewrites of ``_optimize.py`` reach 1.0-1.25x
+and ``torch.compile`` (with or without inductor's freezing) about 1.1x.
 
 Choices, each for correctness first:
 
@@ -19,9 +22,10 @@ Choices, each for correctness first:
   per batch), so after ``2 * max_graphs`` evictions the backbone goes back to eager, with a warning.
 * **Weights are checked on every call** (every parameter's and buffer's storage and version counter),
   so loading new weights after ``optimize()`` (``load_state_dict``, in-place edits, ``.to()``) drops
-  the cached graphs and retraces instead of running stale frozen constants.  The tensors are listed once (listing them per call
-  would cost 1.4 ms on EfficientNet-B0; reading their counters costs 60 us): a Parameter *object*
-  or submodule swapped in afterwards is not seen; optimize the edited model again instead.
+  the cached graphs and retraces instead of running stale frozen constants.  The tensors are listed
+  once (listing them per call would cost 1.4 ms on EfficientNet-B0; reading their counters costs
+  60 us): a Parameter *object* or submodule swapped in afterwards is not seen; optimize the edited
+  model again instead.
 * **A trace that warns is not used**: ``TracerWarning`` means the trace may depend on values; the
   backbone then stays eager (with one warning saying so).  So does a backbone that fails to trace.
 * **The fusion switch is global in torch**, so it is turned on only around the graph's own calls and
@@ -40,6 +44,8 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from .backbones._blocks import gates_in_place
 
 __all__ = ["InferenceGraph", "graph_available"]
 
@@ -123,7 +129,7 @@ class InferenceGraph:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                with torch.no_grad():
+                with torch.no_grad(), gates_in_place():  # vertebra's SE blocks: see BlockSqueezeExcitation
                     traced = torch.jit.trace(backbone, x, strict=False, check_trace=False)
                     graph = torch.jit.freeze(traced.eval())
             except Exception as error:  # noqa: BLE001 - any failure means: stay eager, say why

@@ -38,6 +38,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import SqueezeExcitation
 
 from ._graph import InferenceGraph, graph_available
+from .backbones._blocks import BlockSqueezeExcitation
 from .backbones._folding import foldable
 from .errors import ConfigError
 
@@ -304,10 +305,10 @@ def _projection_of(module: nn.Module) -> nn.Conv2d | None:
 
 
 def _is_squeeze_excitation(module: nn.Module) -> bool:
-    """torchvision's SqueezeExcitation (used by vertebra's blocks and torchvision's models) with 1x1 fcs."""
-    return (type(module) is SqueezeExcitation and isinstance(module.avgpool, nn.AdaptiveAvgPool2d)
-            and module.avgpool.output_size in (1, (1, 1)) and module.fc1.bias is not None
-            and module.fc2.bias is not None)
+    """torchvision's SqueezeExcitation (vertebra's blocks subclass it) with 1x1 fcs and its own forward."""
+    return (type(module) in (SqueezeExcitation, BlockSqueezeExcitation)
+            and isinstance(module.avgpool, nn.AdaptiveAvgPool2d) and module.avgpool.output_size in (1, (1, 1))
+            and module.fc1.bias is not None and module.fc2.bias is not None)
 
 
 def _fuse_squeeze_excitation(root: nn.Module, skip: set[int], *, prepack: bool) -> int:

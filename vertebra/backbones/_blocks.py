@@ -16,18 +16,57 @@ the architecture (and the weights) of the strided original, exactly as torchvisi
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterator
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from ._base import make_divisible
 from ._folding import ConvNormActivation
 
-__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "NormLayer", "init_weights"]
+__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "BlockSqueezeExcitation", "gates_in_place", "NormLayer",
+           "init_weights"]
 
 NormLayer = Callable[[int], nn.Module]
+
+_GATES_IN_PLACE = contextvars.ContextVar("vertebra_gates_in_place", default=False)
+
+
+@contextlib.contextmanager
+def gates_in_place() -> Iterator[None]:
+    """Inside this context (and with autograd off), every :class:`BlockSqueezeExcitation` gates in place.
+
+    For :mod:`vertebra._graph`, which traces a backbone once into a fused inference graph: the trace
+    records ``mul_`` instead of ``mul``.  A context variable, so other threads are unaffected.
+    """
+    token = _GATES_IN_PLACE.set(True)
+    try:
+        yield
+    finally:
+        _GATES_IN_PLACE.reset(token)
+
+
+class BlockSqueezeExcitation(SqueezeExcitation):
+    """torchvision's ``SqueezeExcitation`` (same parameters and state_dict) as our blocks use it.
+
+    Inside a block, the SE input is the depthwise conv's fresh output, which nothing else reads, so a
+    traced inference graph may gate it in place (see :func:`gates_in_place`).  Why bother: out of
+    place, oneDNN Graph runs the gate as a separate broadcast ``binary`` primitive that allocates and
+    writes a second expanded map.  Measured on EfficientNet-B0's fused graph (batch 8, 224 px, 2
+    threads, A/B in one process): 5-8% faster with allocator page faults removed, 15-22% with glibc's
+    defaults.  Everywhere else (eager calls, autograd) it is torchvision's out-of-place ``scale * x``,
+    so a forward hook that keeps the depthwise output never sees it change.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        scale = self._scale(input)
+        if _GATES_IN_PLACE.get() and not torch.is_grad_enabled():
+            return input.mul_(scale)
+        return scale * input
 
 
 class _ResidualBlock(nn.Module):
@@ -73,7 +112,7 @@ class InvertedResidual(_ResidualBlock):
                                          norm_layer=norm_layer, activation_layer=activation))
         if use_se:
             squeeze = make_divisible(expanded_channels // 4, 8)
-            layers.append(SqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
+            layers.append(BlockSqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
         layers.append(ConvNormActivation(expanded_channels, out_channels, kernel_size=1,
                                          norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
@@ -96,8 +135,8 @@ class MBConv(_ResidualBlock):
         layers.append(ConvNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
                                          dilation=dilation, groups=expanded,
                                          norm_layer=norm_layer, activation_layer=nn.SiLU))
-        layers.append(SqueezeExcitation(expanded, max(1, in_channels // 4),
-                                        activation=partial(nn.SiLU, inplace=True)))
+        layers.append(BlockSqueezeExcitation(expanded, max(1, in_channels // 4),
+                                             activation=partial(nn.SiLU, inplace=True)))
         layers.append(ConvNormActivation(expanded, out_channels, kernel_size=1,
                                          norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
