@@ -78,6 +78,28 @@ def test_block_squeeze_excitation_gates_in_place_only_inside_the_traced_graph():
     torch.testing.assert_close(out, expected_gate)
 
 
+def test_forward_hooks_inside_the_backbone_run_because_it_goes_eager_while_they_exist():
+    backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
+    fast = optimize(backbone)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    settled(fast, x)
+    with torch.no_grad():
+        expected = backbone(x)
+    inner = fast.features[3]
+    seen: list[nn.Module] = []
+    for register in (inner.register_forward_hook, nn.modules.module.register_module_forward_hook):
+        handle = register(lambda module, args, out: seen.append(module))  # on a submodule, then global
+        with torch.no_grad():
+            out = fast(x)
+        handle.remove()
+        assert any(module is inner for module in seen), "the hook did not run on the submodule"
+        assert_same(out, expected)
+        seen.clear()
+    with torch.no_grad():
+        fast(x)
+    assert not seen and _fusion_groups() > 0 and len(fast._inference_graph) == 1  # back on the same graph
+
+
 def test_each_shape_gets_its_own_graph_and_the_cache_is_bounded():
     backbone = randomize_norms(registry.build_backbone("mobilenet_v3_small")).eval()
     fast = optimize(backbone)
