@@ -17,7 +17,7 @@ the architecture (and the weights) of the strided original, exactly as torchvisi
 from __future__ import annotations
 
 import contextlib
-import contextvars
+from contextvars import ContextVar
 from functools import partial
 from typing import Callable, Iterator
 
@@ -26,14 +26,14 @@ from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from ._base import make_divisible
-from ._folding import ConvNormActivation
+from ._folding import ConvNormActivation, context_value
 
 __all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "BlockSqueezeExcitation", "gates_in_place", "NormLayer",
            "init_weights"]
 
 NormLayer = Callable[[int], nn.Module]
 
-_GATES_IN_PLACE = contextvars.ContextVar("vertebra_gates_in_place", default=False)
+_GATES_IN_PLACE: ContextVar[bool] = ContextVar("vertebra_gates_in_place", default=False)
 
 
 @contextlib.contextmanager
@@ -43,11 +43,8 @@ def gates_in_place() -> Iterator[None]:
     For :mod:`vertebra._graph`, which traces a backbone once into a fused inference graph: the trace
     records ``mul_`` instead of ``mul``.  A context variable, so other threads are unaffected.
     """
-    token = _GATES_IN_PLACE.set(True)
-    try:
+    with context_value(_GATES_IN_PLACE, True):
         yield
-    finally:
-        _GATES_IN_PLACE.reset(token)
 
 
 class BlockSqueezeExcitation(SqueezeExcitation):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ConvNormActivation", "foldable", "inference_folding"]
+__all__ = ["ConvNormActivation", "foldable", "inference_folding", "context_value"]
 
 _FOLDING: ContextVar[bool] = ContextVar("vertebra_inference_folding", default=True)
 _FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
@@ -56,11 +56,18 @@ def inference_folding(enabled: bool) -> Iterator[None]:
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"inference_folding() takes True or False, got {enabled!r}")
-    token = _FOLDING.set(enabled)
+    with context_value(_FOLDING, enabled):
+        yield
+
+
+@contextlib.contextmanager
+def context_value(variable: ContextVar[bool], value: bool) -> Iterator[None]:
+    """Set a context variable inside the ``with`` block and restore it after (this thread/task only)."""
+    token = variable.set(value)
     try:
         yield
     finally:
-        _FOLDING.reset(token)
+        variable.reset(token)
 
 
 class ConvNormActivation(Conv2dNormActivation):
