@@ -12,9 +12,9 @@ import json
 import sys
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["list_command", "info_command", "plugins_command"]
+from ..plugins._loader import TABLES
 
-_TABLES = ("backbone", "head", "weights")  # vertebra.plugins._loader.TABLES, without importing the loader
+__all__ = ["list_command", "info_command", "plugins_command"]
 
 
 class _Command(NamedTuple):
@@ -37,7 +37,7 @@ def _shorten(text: str | None, width: int = 72) -> str:
 def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default=None, metavar="PATTERN",
                         help="fnmatch pattern on the name, e.g. 'efficientnet*' (quote it in the shell)")
-    parser.add_argument("--kind", choices=_TABLES, help="only backbones, heads or named weights")
+    parser.add_argument("--kind", choices=TABLES, help="only backbones, heads or named weights")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -46,7 +46,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
     cat = _catalog.catalog()
     rows = []
-    for kind in _TABLES:
+    for kind in TABLES:
         if args.kind not in (None, kind):
             continue
         wanted = set(cat.names(kind, args.pattern))
