@@ -139,10 +139,10 @@ def test_two_plugins_with_one_weights_name_need_the_qualified_name(make_plugin, 
     assert registry.list_weights() == ["mobilenet_v3_small.synthetic"]
 
 
-@pytest.mark.parametrize("registered, message", [
-    ("{'name': 'x.y'}", "registered {'name': 'x.y'} as weights; register a vertebra.plugins.WeightsEntry"),
-    ("BAD", "url: weights entry 'my_net.imagenet': url must be an https:// or file:// address"),
-    ("GOOD, GOOD", "registered the weights 'my_net.imagenet' twice"),
+@pytest.mark.parametrize("registered, message", [  # what the hook passes to register(), call by call
+    (["{'name': 'x.y'}"], "registered {'name': 'x.y'} as weights; register a vertebra.plugins.WeightsEntry"),
+    (["_bad()"], "url: weights entry 'my_net.imagenet': url must be an https:// or file:// address"),
+    (["GOOD", "GOOD"], "registered the weights 'my_net.imagenet' twice"),
 ])
 def test_a_plugin_registering_bad_weights_fails_alone(make_plugin, no_builtins, registered, message):
     body = ("GOOD = WeightsEntry(name='my_net.imagenet', url='https://example.org/my_net-1a2b3c4d.pth', "
@@ -150,9 +150,7 @@ def test_a_plugin_registering_bad_weights_fails_alone(make_plugin, no_builtins, 
             "def _bad():\n"
             "    return WeightsEntry(name='my_net.imagenet', url='http://example.org/my_net-1a2b3c4d.pth', "
             "sha256='1a2b3c4d', backbone='my_net', head='classifier', num_classes=10)\n")
-    registered = registered.replace("BAD", "_bad()")
-    source = _weights_plugin(*[part.strip() for part in registered.split(", ")] if registered.startswith("GOOD")
-                             else [registered], body=body)
+    source = _weights_plugin(*registered, body=body)
     source += "\n@hookimpl\ndef vertebra_register_backbones(register):\n    register('half_net', lambda: None)\n"
     make_plugin(source, ep="sloppy")
     make_plugin(_weights_plugin(), ep="fine")
