@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones._blocks import gates_in_place
+from .backbones._folding import global_forward_hooks
 
 __all__ = ["InferenceGraph", "graph_available"]
 
@@ -68,12 +69,6 @@ def _onednn_fusion() -> Iterator[None]:
         yield
     finally:
         torch.jit.enable_onednn_fusion(previous)
-
-
-def _global_forward_hooks() -> bool:
-    """``nn.modules.module.register_module_forward_(pre_)hook`` hooks, which every module call runs."""
-    module = torch.nn.modules.module
-    return bool(getattr(module, "_global_forward_hooks", None) or getattr(module, "_global_forward_pre_hooks", None))
 
 
 def _weights_key(tensors: list[Tensor]) -> tuple:
@@ -138,7 +133,7 @@ class InferenceGraph:
 
     def _hooked(self) -> bool:
         """Whether a forward hook would run inside the backbone: a graph would skip it, so run eagerly."""
-        if _global_forward_hooks():
+        if global_forward_hooks():
             return True
         return any(m._forward_hooks or m._forward_pre_hooks for m in self._submodules)
 

@@ -60,6 +60,20 @@ def test_drop_path_only_drops_residual_blocks_and_only_in_training():
         torch.testing.assert_close(block(x), block(x))
 
 
+def test_eval_calls_stochastic_depth_only_when_a_hook_waits_on_it():
+    """Eval skips the identity call, as long as nothing would observe it: torchvision always calls it."""
+    block = next(b for b in _blocks(registry.build_backbone("efficientnet_b0")) if b.use_res_connect).eval()
+    x = torch.randn(1, block.block[0][0].in_channels, 8, 8)
+    seen = []
+    handle = block.stochastic_depth.register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        hooked = block(x)
+        handle.remove()
+        assert len(seen) == 1
+        torch.testing.assert_close(block(x), hooked, rtol=0, atol=0)
+    assert len(seen) == 1
+
+
 # -- gradient checkpointing ---------------------------------------------------------------------
 def _saved_bytes(model, x) -> tuple[int, torch.Tensor]:
     total = 0

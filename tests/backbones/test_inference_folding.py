@@ -36,15 +36,16 @@ def _random_statistics(model: nn.Module) -> nn.Module:
     return model
 
 
-def _count_batchnorm_calls(model: nn.Module) -> list[int]:
+@pytest.fixture
+def batchnorm_calls(monkeypatch) -> list[int]:
+    """How many times any BatchNorm (or FrozenBatchNorm2d) ran, counted at the class: a forward hook
+    would itself turn folding off (see ``test_forward_hooks_on_the_conv_or_norm_turn_folding_off``)."""
     calls = [0]
-
-    def hook(*_):
-        calls[0] += 1
-
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-            module.register_forward_hook(hook)
+    for cls in (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d):
+        def counted(self, *args, _forward=cls.forward, **kwargs):
+            calls[0] += 1
+            return _forward(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", counted)
     return calls
 
 
@@ -54,13 +55,14 @@ def _backbone(name: str, **kwargs) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_folded_inference_is_as_close_to_float64_as_torchvisions_arithmetic(name):
+def test_folded_inference_is_as_close_to_float64_as_torchvisions_arithmetic(name, batchnorm_calls):
     backbone = _backbone(name)
     exact = copy.deepcopy(backbone).double()
     x = torch.randn(2, 3, 64, 72)
-    calls = _count_batchnorm_calls(backbone)
+    calls = batchnorm_calls
     with torch.no_grad():
         truth = exact(x.double())
+        calls[0] = 0
         folded = backbone(x)
         assert calls[0] == 0, "the folded path must not call BatchNorm"
         with inference_folding(False):
@@ -75,9 +77,9 @@ def test_folded_inference_is_as_close_to_float64_as_torchvisions_arithmetic(name
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
 @pytest.mark.parametrize("mode", ["grad", "train", "norm_train", "disabled", "trace"])
-def test_batchnorm_runs_as_a_separate_op_when_anything_could_observe_it(mode):
+def test_batchnorm_runs_as_a_separate_op_when_anything_could_observe_it(mode, batchnorm_calls):
     backbone = _backbone("mobilenet_v3_small")
-    calls = _count_batchnorm_calls(backbone)
+    calls = batchnorm_calls
     x = torch.randn(1, 3, 64, 64)
     if mode == "grad":  # autograd records BatchNorm's own backward
         backbone(x)
@@ -101,6 +103,37 @@ def test_batchnorm_runs_as_a_separate_op_when_anything_could_observe_it(mode):
     assert calls[0] > 0
 
 
+@pytest.mark.parametrize("where", ["conv", "norm", "conv_pre", "global"])
+def test_forward_hooks_on_the_conv_or_norm_turn_folding_off(where, batchnorm_calls):
+    """The fold calls neither the conv module nor the norm: a hook on either (a feature probe, a
+    quantization observer) or a global module hook must still run, with torchvision's inputs."""
+    backbone = _backbone("mobilenet_v3_small")
+    stem = backbone.features[0]
+    seen = []
+    if where == "global":
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda module, args, output: seen.append(output) if module is stem[1] else None)
+    elif where == "conv_pre":
+        handle = stem[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    else:
+        handle = stem[0 if where == "conv" else 1].register_forward_hook(
+            lambda module, args, output: seen.append(output))
+    x = torch.randn(1, 3, 64, 64)
+    try:
+        with torch.no_grad():
+            hooked = backbone(x)["C5"]
+            with inference_folding(False):  # torchvision's arithmetic, the reference for what the hook saw
+                backbone(x)
+    finally:
+        handle.remove()
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+    with torch.no_grad():
+        calls_before = batchnorm_calls[0]
+        folded = backbone(x)["C5"]  # hook removed: folding is back
+        assert batchnorm_calls[0] == calls_before
+    torch.testing.assert_close(folded, hooked, rtol=1e-4, atol=1e-4)
+
+
 def test_folding_sees_weight_changes_at_once():
     """Folded weights are recomputed per call: an in-place update (optimizer, load_state_dict) is never stale."""
     backbone = _backbone("mobilenet_v3_small")
@@ -117,10 +150,10 @@ def test_folding_sees_weight_changes_at_once():
     torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_frozen_batchnorm_folds_too():
+def test_frozen_batchnorm_folds_too(batchnorm_calls):
     backbone = _backbone("efficientnet_b0").freeze(bn="frozen")
     assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
-    calls = _count_batchnorm_calls(backbone)
+    calls = batchnorm_calls
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         folded = backbone(x)["C5"]

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from ._base import make_divisible
-from ._folding import ConvNormActivation, context_value
+from ._folding import ConvNormActivation, context_value, observed
 
 __all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "BlockSqueezeExcitation", "gates_in_place", "NormLayer",
            "init_weights"]
@@ -69,8 +69,9 @@ class BlockSqueezeExcitation(SqueezeExcitation):
 class _ResidualBlock(nn.Module):
     """``block(x)`` plus, for residual blocks, stochastic depth and the skip connection.
 
-    Stochastic depth is the identity outside training, so eval skips the call entirely: the forward
-    pass does no more Python work than torchvision's.
+    Stochastic depth is the identity outside training, so eval skips the call (unless a forward hook
+    waits on it, as torchvision's blocks always call it): the forward pass does no more Python work
+    than torchvision's.
     """
 
     def __init__(self, layers: list[nn.Module], out_channels: int, residual: bool, drop_path: float):
@@ -83,7 +84,7 @@ class _ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         result = self.block(x)
         if self.use_res_connect:
-            if self.training:
+            if self.training or observed(self.stochastic_depth):
                 result = self.stochastic_depth(result)
             result += x
         return result
