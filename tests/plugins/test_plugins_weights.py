@@ -124,7 +124,8 @@ def test_cli_lists_and_describes_plugin_weights(make_plugin, home, published, no
     assert "did you mean mobilenet_v3_small.synthetic?" in capsys.readouterr().err
 
 
-def test_two_plugins_with_one_weights_name_need_the_qualified_name(make_plugin, home, published, no_builtins):
+def test_two_plugins_with_one_weights_name_need_the_qualified_name(make_plugin, home, published, no_builtins,
+                                                                    capsys):
     _, file = published
     make_plugin(_weights_plugin(_entry("mobilenet_v3_small.synthetic", file)), ep="first")
     make_plugin(_weights_plugin(_entry("mobilenet_v3_small.synthetic", file, num_classes=7)), ep="second")
@@ -135,6 +136,8 @@ def test_two_plugins_with_one_weights_name_need_the_qualified_name(make_plugin, 
         get_weights_entry("mobilenet_v3_small.synthetic")
     assert get_weights_entry("second:mobilenet_v3_small.synthetic").num_classes == 7
     assert sorted(named_weights()) == names
+    assert cli.main(["info", "second:mobilenet_v3_small.synthetic"]) == 0  # a call that works, as printed
+    assert "num_classes=7, weights='second:mobilenet_v3_small.synthetic')" in capsys.readouterr().out
     registry.unregister_plugin("second")
     assert registry.list_weights() == ["mobilenet_v3_small.synthetic"]
 

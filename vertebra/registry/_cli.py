@@ -165,6 +165,7 @@ def _as_json(d: Any, fits: list[str] | None) -> dict[str, Any]:
 def _info_weights(found: Any, as_json: bool) -> int:
     """``vertebra info`` for a named checkpoint: where it comes from, how it is checked, what it fits."""
     from .._hub import describe_entry
+    from . import _catalog
 
     entry = found.factory
     facts = describe_entry(entry) | {"qualified_name": found.qualified_name, "plugin": found.plugin}
@@ -177,8 +178,9 @@ def _info_weights(found: Any, as_json: bool) -> int:
     rows.append(["distribution", _distribution(found)])
     rows += [["metric " + key, f"{value:g}"] for key, value in facts["metrics"].items()]
     options = {"num_classes": entry.num_classes, **facts["head_kwargs"]}
+    name = _catalog.catalog().display_name(found)  # qualified when another plugin shares the name
     rows.append(["build with", f"registry.build({entry.head!r}, backbone={entry.backbone!r}, "
-                 + "".join(f"{k}={v!r}, " for k, v in options.items()) + f"weights={entry.name!r})"])
+                 + "".join(f"{k}={v!r}, " for k, v in options.items()) + f"weights={name!r})"])
     print(_table(rows, None))
     return 0
 
