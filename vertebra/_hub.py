@@ -61,6 +61,9 @@ class WeightsEntry:
         head_kwargs: the head options that rebuild the checkpoint's architecture:
             ``registry.build(entry.head, backbone=entry.backbone, **entry.head_kwargs, weights=entry.name)``.
         notes: what the checkpoint was trained on and how it differs from a default build.
+        backbone_kwargs: the backbone options the checkpoint was trained with where they differ from
+            the backbone's defaults (``{"width_mult": 0.75}``); a model built otherwise is refused
+            before anything is fetched.  Build with ``backbone={"name": entry.backbone, **entry.backbone_kwargs}``.
     """
 
     name: str
@@ -73,12 +76,13 @@ class WeightsEntry:
     metrics: Mapping[str, float] = field(default_factory=dict, compare=False)
     head_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
     notes: str = ""
+    backbone_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         self._validate()
         # Read-only views: the registered table cannot be edited through an entry.
-        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
-        object.__setattr__(self, "head_kwargs", MappingProxyType(dict(self.head_kwargs)))
+        for key in ("metrics", "head_kwargs", "backbone_kwargs"):
+            object.__setattr__(self, key, MappingProxyType(dict(getattr(self, key))))
 
     def _validate(self) -> None:
         """Refuse an entry that could never be fetched or checked (a plugin's typo fails its plugin)."""
@@ -99,6 +103,15 @@ class WeightsEntry:
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ConfigError(f"{where}: num_classes must be a positive integer, got {self.num_classes!r}",
                               path="num_classes")
+        options = self.backbone_kwargs
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) and k != "name" for k in options):
+            raise ConfigError(f"{where}: backbone_kwargs must map backbone option names to values (the backbone "
+                              f"itself is the 'backbone' field), got {options!r}", path="backbone_kwargs")
+
+    @property
+    def backbone_spec(self) -> str | dict[str, Any]:
+        """What to pass as ``registry.build(..., backbone=...)`` for this checkpoint."""
+        return {"name": self.backbone, **self.backbone_kwargs} if self.backbone_kwargs else self.backbone
 
     @property
     def filename(self) -> str:
@@ -291,4 +304,4 @@ def describe_entry(entry: WeightsEntry) -> dict[str, Any]:
             "num_classes": entry.num_classes, "url": entry.url, "sha256": entry.sha256,
             "sha256_is_prefix": entry.sha256_is_prefix, "path": str(entry.path),
             "origin": entry.origin, "metrics": dict(entry.metrics), "head_kwargs": dict(entry.head_kwargs),
-            "notes": entry.notes}
+            "backbone_kwargs": dict(entry.backbone_kwargs), "notes": entry.notes}

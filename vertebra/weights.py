@@ -219,6 +219,24 @@ def _check_entry_fits(model: nn.Module, entry: WeightsEntry) -> None:
                   f"load_weights(model.{where}, {entry.name!r})" if where and entry.head == "classifier" else "")
         raise WeightsError(f"weights {entry.name!r} are a {entry.head!r} checkpoint, but this model's head is "
                            f"{head!r}{remedy}")
+    if entry.backbone_kwargs and isinstance(backbone_name, str):
+        _check_backbone_options(config, entry)
+
+
+def _check_backbone_options(config: Mapping[str, Any], entry: WeightsEntry) -> None:
+    """Refuse a model whose backbone was built with other options than the checkpoint's (``width_mult``...)."""
+    from .registry._build import resolved_backbone_options
+
+    try:
+        built = resolved_backbone_options(config)
+    except Exception:  # noqa: BLE001 - a config the registry cannot resolve: the strict load still checks
+        return
+    wrong = {key: value for key, value in entry.backbone_kwargs.items() if key not in built or built[key] != value}
+    if wrong:
+        got = ", ".join(f"{key}={built[key]!r}" if key in built else f"no {key!r} option" for key in wrong)
+        want = ", ".join(f"{key}={value!r}" for key, value in wrong.items())
+        raise WeightsError(f"weights {entry.name!r} were trained with backbone option(s) {want}, but this model's "
+                           f"backbone has {got}; build it with backbone={entry.backbone_spec!r}")
 
 
 def _bare(name: str) -> str:

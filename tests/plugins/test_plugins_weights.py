@@ -30,10 +30,12 @@ def _weights_plugin(*entries: str, body: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _entry(name: str, file, *, sha256: str | None = None, head: str = "classifier", num_classes: int = 1000) -> str:
+def _entry(name: str, file, *, sha256: str | None = None, head: str = "classifier", num_classes: int = 1000,
+           backbone_kwargs: dict | None = None) -> str:
     sha256 = sha256 or sha256_of(file)
     return (f"WeightsEntry(name={name!r}, url={file.as_uri()!r}, sha256={sha256!r}, backbone={BACKBONE!r}, "
-            f"head={head!r}, num_classes={num_classes}, metrics={{'acc1': 12.5}}, notes='synthetic')")
+            f"head={head!r}, num_classes={num_classes}, metrics={{'acc1': 12.5}}, notes='synthetic', "
+            f"backbone_kwargs={backbone_kwargs or {}!r})")
 
 
 @pytest.fixture
@@ -92,6 +94,32 @@ def test_plugin_weights_for_a_classifier_refuse_another_head_before_fetching(mak
     with pytest.raises(WeightsError, match="'mobilenet_v3_small.three' are a 'classifier' checkpoint"):
         registry.build("lraspp", backbone=BACKBONE, num_classes=3, weights="mobilenet_v3_small.three")
     assert not (home / "checkpoints" / "lraspp").exists()
+
+
+def test_weights_of_a_non_default_backbone_need_its_options_and_refuse_others_before_fetching(
+        make_plugin, home, tmp_path, capsys):
+    torch.manual_seed(2)
+    narrow = {"name": BACKBONE, "width_mult": 0.75}
+    model = registry.build("lraspp", backbone=narrow, num_classes=3)
+    file = tmp_path / "narrow-0f1e2d3c.pth"
+    torch.save(model.state_dict(), file)
+    entry = _entry("mobilenet_v3_small.narrow", file, head="lraspp", num_classes=3,
+                   backbone_kwargs={"width_mult": 0.75})
+    make_plugin(_weights_plugin(entry), ep="pubs")
+    for backbone, got in [(BACKBONE, "width_mult=1.0"), ({"name": BACKBONE, "width_mult": 0.5}, "width_mult=0.5")]:
+        with pytest.raises(WeightsError, match=f"trained with backbone option\\(s\\) width_mult=0.75, but this "
+                                               f"model's backbone has {got}; build it with backbone="
+                                               f"{{'name': 'mobilenet_v3_small', 'width_mult': 0.75}}"):
+            registry.build("lraspp", backbone=backbone, num_classes=3, weights="mobilenet_v3_small.narrow")
+    assert not (home / "checkpoints").exists()  # refused before anything was fetched
+    again = registry.build("lraspp", backbone=narrow, num_classes=3, weights="mobilenet_v3_small.narrow")
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    assert cli.main(["info", "mobilenet_v3_small.narrow"]) == 0
+    assert ("registry.build('lraspp', backbone={'name': 'mobilenet_v3_small', 'width_mult': 0.75}, num_classes=3, "
+            "weights='mobilenet_v3_small.narrow')") in capsys.readouterr().out
+    assert cli.main(["list", "*narrow"]) == 0
+    assert "lraspp on mobilenet_v3_small width_mult=0.75, 3 classes" in capsys.readouterr().out
 
 
 def test_a_wrong_published_file_is_refused_and_nothing_is_cached(make_plugin, home, published):
@@ -177,6 +205,8 @@ def test_a_plugin_registering_bad_weights_fails_alone(make_plugin, no_builtins, 
     ("backbone", "", "backbone must name a registered backbone"),
     ("num_classes", 0, "num_classes must be a positive integer"),
     ("num_classes", True, "num_classes must be a positive integer"),
+    ("backbone_kwargs", [("width_mult", 0.75)], "backbone_kwargs must map backbone option names"),
+    ("backbone_kwargs", {"name": "other_net"}, "backbone_kwargs must map backbone option names"),
 ])
 def test_weights_entry_refuses_what_could_never_be_fetched_or_checked(field, value, message):
     fields = dict(name="my_net.imagenet", url="https://example.org/my_net-1a2b3c4d.pth", sha256="1a2b3c4d",

@@ -101,7 +101,10 @@ def vertebra_register_weights(register: RegisterWeights) -> None:
     digits), checked before the file is read, which is then read with ``weights_only=True``.
     ``backbone`` and ``head`` are the registered names the state dict fits (the load refuses a
     model built otherwise, before downloading); ``head="classifier"`` files also load into the
-    bare backbone.  The file is cached as ``$VERTEBRA_HOME/checkpoints/<file name>``, so give it a
-    distinctive name (torchvision's convention puts the hash prefix in it).  An invalid entry
-    raises while it is constructed, which fails your plugin in isolation like any hook error.
+    bare backbone.  A checkpoint of a non-default backbone says so in ``backbone_kwargs``
+    (``{"width_mult": 0.75}``): a model whose backbone was built with other values is refused before
+    downloading, and users build with ``backbone={"name": "my_net", "width_mult": 0.75}``.  The file
+    is cached as ``$VERTEBRA_HOME/checkpoints/<file name>``, so give it a distinctive name
+    (torchvision's convention puts the hash prefix in it).  An invalid entry raises while it is
+    constructed, which fails your plugin in isolation like any hook error.
     """

@@ -22,7 +22,8 @@ from ._kwargs import call_factory, join_path, signature_of
 if TYPE_CHECKING:  # pragma: no cover
     from ..heads._base import Requirements
 
-__all__ = ["build", "build_backbone", "build_from_config", "compatible", "load_config", "meta_backbone"]
+__all__ = ["build", "build_backbone", "build_from_config", "compatible", "load_config", "meta_backbone",
+           "resolved_backbone_options"]
 
 
 # -- public API -------------------------------------------------------------------------------------
@@ -122,6 +123,23 @@ def compatible(head: str, **head_kwargs: Any) -> list[str]:
 def meta_backbone(entry: Entry, kwargs: Mapping[str, Any] | None = None, *, path: str | None = None):
     """Build ``entry`` on the ``meta`` device: every shape, no memory, no initialisation cost."""
     return _make_backbone(entry, dict(kwargs or {}), path=path, meta=True)
+
+
+def resolved_backbone_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every keyword argument the backbone of a built model's (or backbone's) ``config`` was called with,
+    defaults included: the factory's defaults, then what the head required, then what the user gave.
+
+    For :mod:`vertebra.weights`, which checks a named checkpoint's ``backbone_kwargs`` before fetching.
+    """
+    if "head" in config:
+        name, given = _backbone_spec(config.get("backbone"), config["head"], None)
+        head_kwargs = {k: v for k, v in config.items() if k not in ("head", "backbone")}
+        head, backbone = catalog().lookup("head", config["head"]), catalog().lookup("backbone", name)
+        given = _plan(head, backbone, head_kwargs, given)[1]
+    else:
+        given = {k: v for k, v in config.items() if k != "name"}
+        backbone = catalog().lookup("backbone", config.get("name"))
+    return {**signature_of(backbone.factory).params, **given}
 
 
 # -- internals --------------------------------------------------------------------------------------

@@ -83,7 +83,9 @@ def _first_line(func: Any) -> str:
 
 def _weights_summary(entry: Any) -> str:
     metrics = ", ".join(f"{key} {value:g}" for key, value in entry.metrics.items())
-    return f"{entry.head} on {entry.backbone}, {entry.num_classes} classes" + (f"; {metrics}" if metrics else "")
+    options = "".join(f" {key}={value!r}" for key, value in entry.backbone_kwargs.items())
+    return (f"{entry.head} on {entry.backbone}{options}, {entry.num_classes} classes"
+            + (f"; {metrics}" if metrics else ""))
 
 
 list_command = _Command(_configure_list, _run_list)
@@ -174,12 +176,12 @@ def _info_weights(found: Any, as_json: bool) -> int:
                          indent=2))
         return 0
     rows = [[key.replace("_", " "), "-" if value in ("", None) else value] for key, value in facts.items()
-            if key not in ("metrics", "head_kwargs")]
+            if key not in ("metrics", "head_kwargs", "backbone_kwargs")]
     rows.append(["distribution", _distribution(found)])
     rows += [["metric " + key, f"{value:g}"] for key, value in facts["metrics"].items()]
     options = {"num_classes": entry.num_classes, **facts["head_kwargs"]}
     name = _catalog.catalog().display_name(found)  # qualified when another plugin shares the name
-    rows.append(["build with", f"registry.build({entry.head!r}, backbone={entry.backbone!r}, "
+    rows.append(["build with", f"registry.build({entry.head!r}, backbone={entry.backbone_spec!r}, "
                  + "".join(f"{k}={v!r}, " for k, v in options.items()) + f"weights={name!r})"])
     print(_table(rows, None))
     return 0
