@@ -11,7 +11,9 @@ import torch
 import yaml
 
 from vertebra.engine import evaluate
-from vertebra.engine.distributed import EpochSampler
+from torch.utils.data import DataLoader
+
+from vertebra.engine.distributed import EpochSampler, SeededSamples
 from vertebra.engine.report import read_jsonl
 
 from engine_helpers import tiny
@@ -28,6 +30,37 @@ def test_epoch_sampler_order_depends_only_on_seed_and_epoch():
     full = EpochSampler(10, shuffle=True, seed=1)
     full.set_epoch(3)
     assert list(a) == list(full)[4:] and len(a) == 6
+
+
+class _RandomDraws:
+    """A 'dataset' whose samples are pure augmentation randomness: a fresh draw from torch's RNG."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return torch.rand(3)
+
+
+def test_seeded_samples_draw_by_seed_epoch_and_index_whoever_loads_them():
+    data = SeededSamples(_RandomDraws(), seed=1)
+    data.set_epoch(2)
+    forward = [data[i] for i in range(8)]
+    torch.manual_seed(123)  # the caller's RNG state does not matter ...
+    state = torch.get_rng_state()
+    backward = [data[i] for i in reversed(range(8))][::-1]
+    assert torch.equal(torch.get_rng_state(), state)  # ... and is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    assert len({tuple(x.tolist()) for x in forward}) == 8  # every index its own draw
+    data.set_epoch(3)
+    assert not torch.equal(data[0], forward[0])  # a new epoch, new augmentation
+    data.set_epoch(2)
+    order = EpochSampler(8, shuffle=True, seed=1)
+    order.set_epoch(2)
+    by_workers = torch.cat(list(DataLoader(data, batch_size=2, sampler=order, num_workers=2)))
+    in_process = torch.cat(list(DataLoader(data, batch_size=2, sampler=order, num_workers=0)))
+    assert torch.equal(by_workers, in_process)
+    assert torch.equal(in_process, torch.stack([forward[i] for i in order]))
 
 
 def test_epoch_sampler_shards_ranks_without_overlap():

@@ -20,9 +20,10 @@ RESUMABLE = dict(epochs=3, batch_size=4, ema=0.9, optimizer={"name": "sgd", "lr"
                  schedule={"warmup_epochs": 0.5})
 
 
-def config():
+def config(num_workers=0):
     base = tiny("semantic", **RESUMABLE)
     base["data"]["num_train"] = 12
+    base["data"]["num_workers"] = num_workers
     return base
 
 
@@ -71,6 +72,16 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, 
     assert_same_run(final_state(out), uninterrupted)
     assert resumed.metrics == pytest.approx({k: v for k, v in uninterrupted["history"][-1].items()
                                              if k not in ("kind", "epoch")})
+
+
+def test_resume_with_worker_processes_matches_the_in_process_run(tmp_path, uninterrupted):
+    """Augmentation is a function of (seed, epoch, sample), not of the worker that loads it: two workers,
+    a stop mid-epoch and a resume reach the same weights as the uninterrupted num_workers=0 run."""
+    out = tmp_path / "run"
+    stopped = train(config(num_workers=2), out_dir=out, progress=False, on_step=sigterm_at(1, 1))
+    assert stopped.stopped_by == "SIGTERM"
+    train(config(num_workers=2), out_dir=out, progress=False, resume=True)
+    assert_same_run(final_state(out), uninterrupted)
 
 
 def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):

@@ -8,6 +8,8 @@ single-process case, so the training loop has one code path.
 :class:`EpochSampler` is the data order: a permutation that depends only on ``(seed, epoch)``,
 padded to a multiple of the world size and sliced per rank (like ``DistributedSampler``), with a
 ``start`` offset so a run resumed in the middle of an epoch skips exactly the batches it already did.
+:class:`SeededSamples` does the same for augmentation: sample ``i`` of epoch ``e`` gets the same random
+flips and crops whichever worker process, rank or resumed run loads it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
-__all__ = ["DistInfo", "init_from_env", "shutdown", "EpochSampler", "all_reduce_sum",
+__all__ = ["DistInfo", "init_from_env", "shutdown", "EpochSampler", "SeededSamples", "all_reduce_sum",
            "all_gather_objects", "broadcast_object", "barrier", "sync_buffers"]
 
 
@@ -144,3 +146,30 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(len(self._indices()) - self.start, 0)
+
+
+class SeededSamples(Dataset):
+    """``dataset[i]`` with torch's RNG seeded from ``(seed, epoch, i)``: augmentation as a function of those only.
+
+    Why: a DataLoader worker draws augmentation from its own RNG stream, so the flip a sample gets
+    depends on which worker loads it and on what that worker loaded before.  A run resumed in the
+    middle of an epoch, or run with another ``num_workers``, then augments differently and ends
+    elsewhere.  Seeding per sample (inside ``fork_rng``, so the caller's own stream is left as it was)
+    makes resume bit-exact with worker processes too, and results independent of ``num_workers``.
+    ``transforms.v2`` draws only from torch's RNG; a dataset using Python's or NumPy's global RNG
+    would need its own seeding.  Call :meth:`set_epoch` before creating each epoch's loader.
+    """
+
+    def __init__(self, dataset: Any, *, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            return self.dataset[index]

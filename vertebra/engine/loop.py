@@ -4,9 +4,9 @@
 epoch (and when SIGTERM / Ctrl-C arrives), logs ``OUT/metrics.jsonl`` and finally draws
 ``OUT/curves.png`` and ``OUT/predictions.png``.  ``train(config, resume=True)`` continues from
 ``OUT/last.pth`` and reaches the same weights an uninterrupted run reaches: the data order is a
-function of ``(seed, epoch)`` (:class:`EpochSampler`), the RNG states of every rank are restored,
-and a run stopped mid-epoch skips exactly the batches it already did (bit-exact with
-``num_workers=0``; with worker processes augmentation randomness is re-drawn per epoch instead).
+function of ``(seed, epoch)`` (:class:`EpochSampler`), each sample's augmentation a function of
+``(seed, epoch, index)`` (:class:`SeededSamples`, so worker processes change nothing), the RNG
+states of every rank are restored, and a run stopped mid-epoch skips exactly the batches it already did.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_dict, parse_config
-from .distributed import (DistInfo, EpochSampler, all_gather_objects, all_reduce_sum, barrier,
+from .distributed import (DistInfo, EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier,
                           init_from_env, sync_buffers)
 from .evaluation import build_model, draw_predictions, make_loader, run_evaluation
 from .optim import build_optimizer, build_scheduler
@@ -94,6 +94,7 @@ class _Run:
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)
         self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.train_data = SeededSamples(self.bundle.train, seed=config.seed)
         self.train_sampler = EpochSampler(len(self.bundle.train), shuffle=True, seed=config.seed,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
         per_rank = len(self.train_sampler)
@@ -190,7 +191,8 @@ class _Run:
         config = self.config
         self.train_module.train()
         self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
-        loader = make_loader(self.bundle.train, self.train_sampler, config.batch_size, self.bundle,
+        self.train_data.set_epoch(self.epoch)
+        loader = make_loader(self.train_data, self.train_sampler, config.batch_size, self.bundle,
                              config.data.num_workers, True, config.seed * 1000 + self.epoch)
         remaining = self.steps_per_epoch - self.step_in_epoch
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
