@@ -41,10 +41,12 @@ _FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 def foldable(conv: nn.Module, norm: nn.Module) -> bool:
-    """Whether ``norm(conv(x))`` can be one convolution: a plain Conv2d, then a BatchNorm (or
+    """Whether ``norm(conv(x))`` can be one convolution: a plain Conv2d (or a subclass that declares
+    ``folds_as_conv2d``: its output is a convolution by its own weight and bias), then a BatchNorm (or
     FrozenBatchNorm2d) with running statistics for each of its output channels.  Shared with
     :func:`vertebra.optimize`, which folds the same pairs once and for all."""
-    return (type(conv) is nn.Conv2d and isinstance(norm, _FOLDABLE_NORMS)
+    plain_conv = type(conv) is nn.Conv2d or getattr(type(conv), "folds_as_conv2d", False)
+    return (plain_conv and isinstance(norm, _FOLDABLE_NORMS)
             and getattr(norm, "running_mean", None) is not None and getattr(norm, "running_var", None) is not None
             and norm.running_mean.numel() == conv.out_channels)
 
