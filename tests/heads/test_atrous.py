@@ -56,12 +56,26 @@ def test_only_stride_one_same_padded_dilated_convolutions_change():
 
 def test_deeplabv3_aspp_branches_are_atrous_and_state_is_torchvisions():
     model = registry.build("deeplabv3", backbone="mobilenet_v3_small", num_classes=3)
-    atrous = [m for m in model.modules() if isinstance(m, AtrousConv2d)]
-    assert sorted(m.dilation[0] for m in atrous) == [12, 24, 36]
     reference = DeepLabHead(model.classifier[0].convs[0][0].in_channels, 3)
     state = model.classifier.state_dict()
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.state_dict().items()}
     model.classifier.load_state_dict(reference.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("head", ["deeplabv3", "deeplabv3plus"])
+def test_aspp_heads_equal_their_plain_convolution_selves(head):
+    """Both ASPP heads (torchvision's and smp's separable one) at a size where every rate skips."""
+    torch.manual_seed(0)
+    model = registry.build(head, backbone="mobilenet_v3_small", num_classes=3).eval()
+    atrous = [m for m in model.modules() if isinstance(m, AtrousConv2d)]
+    assert sorted(m.dilation[0] for m in atrous) == [12, 24, 36]
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        got = model(x)["out"]
+        for conv in atrous:
+            conv.__class__ = nn.Conv2d
+        want = model(x)["out"]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
