@@ -16,9 +16,9 @@ The folded path runs only when nothing can observe the difference: the module an
 autograd is off (``torch.no_grad`` / ``torch.inference_mode``), the norm is a BatchNorm with running
 statistics, no forward hook waits on the conv or the norm (feature probes and quantization observers
 must see torchvision's calls), and no tracer or compiler is recording the graph (ONNX export and
-``torch.compile`` see the plain conv/BN/activation ops and do their own fusions).  The folded weights are recomputed on
-every call (a few small ops per layer, about 2% of the saving), so there is no cache that could go
-stale when weights or statistics change.  Results equal the unfolded path up to float rounding;
+``torch.compile`` see the plain conv/BN/activation ops and do their own fusions).  The folded
+weights are recomputed on every call (a few small ops per layer, about 2% of the saving), so there
+is no cache that could go stale when weights or statistics change.  Results equal the unfolded path up to float rounding;
 ``with inference_folding(False):`` restores the separate BatchNorm op, bit for bit torchvision's.
 """
 
