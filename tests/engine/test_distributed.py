@@ -42,11 +42,13 @@ class _RandomDraws:
         return torch.rand(3)
 
 
-def test_seeded_samples_draw_by_seed_epoch_and_index_whoever_loads_them():
+def test_seeded_samples_draw_by_seed_epoch_and_index_whoever_loads_them(monkeypatch):
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
     data = SeededSamples(_RandomDraws(), seed=1)
     data.set_epoch(2)
     forward = [data[i] for i in range(8)]
-    torch.manual_seed(123)  # the caller's RNG state does not matter ...
+    torch.default_generator.manual_seed(123)  # the caller's RNG state does not matter ...
     state = torch.get_rng_state()
     backward = [data[i] for i in reversed(range(8))][::-1]
     assert torch.equal(torch.get_rng_state(), state)  # ... and is left as it was
@@ -61,6 +63,7 @@ def test_seeded_samples_draw_by_seed_epoch_and_index_whoever_loads_them():
     in_process = torch.cat(list(DataLoader(data, batch_size=2, sampler=order, num_workers=0)))
     assert torch.equal(by_workers, in_process)
     assert torch.equal(in_process, torch.stack([forward[i] for i in order]))
+    assert reseeded == []  # CUDA generators (the training step's dropout on a GPU) are left alone
 
 
 def test_epoch_sampler_shards_ranks_without_overlap():

@@ -171,5 +171,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            # The CPU generator only: torch.manual_seed would also reseed every CUDA generator, which
+            # fork_rng(devices=[]) does not restore, and so steer the training step's own randomness.
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
             return self.dataset[index]
