@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones._blocks import gates_in_place
-from .backbones._folding import global_forward_hooks
+from .backbones._folding import observed
 
 __all__ = ["InferenceGraph", "graph_available"]
 
@@ -133,9 +133,7 @@ class InferenceGraph:
 
     def _hooked(self) -> bool:
         """Whether a forward hook would run inside the backbone: a graph would skip it, so run eagerly."""
-        if global_forward_hooks():
-            return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self._submodules)
+        return observed(*self._submodules)
 
     def _trace(self, backbone: nn.Module, x: Tensor) -> torch.jit.ScriptModule | None:
         failure = None

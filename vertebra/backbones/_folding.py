@@ -18,8 +18,9 @@ statistics, no forward hook waits on the conv or the norm (feature probes and qu
 must see torchvision's calls), and no tracer or compiler is recording the graph (ONNX export and
 ``torch.compile`` see the plain conv/BN/activation ops and do their own fusions).  The folded
 weights are recomputed on every call (a few small ops per layer, about 2% of the saving), so there
-is no cache that could go stale when weights or statistics change.  Results equal the unfolded path up to float rounding;
-``with inference_folding(False):`` restores the separate BatchNorm op, bit for bit torchvision's.
+is no cache that could go stale when weights or statistics change.  Results equal the unfolded path
+up to float rounding; ``with inference_folding(False):`` restores the separate BatchNorm op, bit for
+bit torchvision's.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ConvNormActivation", "foldable", "inference_folding", "context_value", "global_forward_hooks",
-           "observed"]
+__all__ = ["ConvNormActivation", "foldable", "inference_folding", "context_value", "observed"]
 
 _FOLDING: ContextVar[bool] = ContextVar("vertebra_inference_folding", default=True)
 _FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
@@ -74,15 +74,15 @@ def context_value(variable: ContextVar[bool], value: bool) -> Iterator[None]:
         variable.reset(token)
 
 
-def global_forward_hooks() -> bool:
+def _global_forward_hooks() -> bool:
     """Whether ``nn.modules.module.register_module_forward_(pre_)hook`` hooks exist: every module call runs them."""
     module = torch.nn.modules.module
     return bool(getattr(module, "_global_forward_hooks", None) or getattr(module, "_global_forward_pre_hooks", None))
 
 
-def observed(module: nn.Module) -> bool:
-    """Whether a forward hook (the module's own or a global one) would see a call to ``module``."""
-    return bool(module._forward_hooks or module._forward_pre_hooks) or global_forward_hooks()
+def observed(*modules: nn.Module) -> bool:
+    """Whether a forward hook (a module's own or a global one) would see a call to any of ``modules``."""
+    return _global_forward_hooks() or any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 class ConvNormActivation(Conv2dNormActivation):
@@ -113,7 +113,7 @@ class ConvNormActivation(Conv2dNormActivation):
         if len(self) < 2 or not isinstance(x, Tensor):
             return False
         conv, norm = self[0], self[1]
-        if observed(conv) or observed(norm):  # the fold calls neither module
+        if observed(conv, norm):  # the fold calls neither module
             return False
         return (foldable(conv, norm) and not norm.training
                 and norm.weight is not None and norm.bias is not None)
