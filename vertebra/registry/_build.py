@@ -63,9 +63,7 @@ def build_from_config(config: Mapping[str, Any] | str | os.PathLike, *, path: st
     config = dict(config)
     weights = config.pop("weights", None)
     if "head" in config:
-        head = config.pop("head")
-        backbone = config.pop("backbone", None)
-        return _build_model(head, backbone, config, weights=weights, path=path)
+        return _build_model(*_model_parts(config), weights=weights, path=path)
     if "name" in config:
         return _build_backbone(config.pop("name"), config, weights=weights, path=path)
     raise ConfigError("a config needs 'head' (a model: {'head': 'lraspp', 'backbone': 'efficientnet_b0', ...}) "
@@ -132,9 +130,9 @@ def resolved_backbone_options(config: Mapping[str, Any]) -> dict[str, Any]:
     For :mod:`vertebra.weights`, which checks a named checkpoint's ``backbone_kwargs`` before fetching.
     """
     if "head" in config:
-        name, given = _backbone_spec(config.get("backbone"), config["head"], None)
-        head_kwargs = {k: v for k, v in config.items() if k not in ("head", "backbone")}
-        head, backbone = catalog().lookup("head", config["head"]), catalog().lookup("backbone", name)
+        head_name, spec, head_kwargs = _model_parts(config)
+        name, given = _backbone_spec(spec, head_name, None)
+        head, backbone = catalog().lookup("head", head_name), catalog().lookup("backbone", name)
         given = _plan(head, backbone, head_kwargs, given)[1]
     else:
         given = {k: v for k, v in config.items() if k != "name"}
@@ -143,6 +141,12 @@ def resolved_backbone_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- internals --------------------------------------------------------------------------------------
+def _model_parts(config: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """``(head, backbone spec, head options)`` of a model config ``{"head": ..., "backbone": ..., **options}``."""
+    options = dict(config)
+    return options.pop("head"), options.pop("backbone", None), options
+
+
 def _build_backbone(name: Any, kwargs: Mapping[str, Any], *, weights: Any, path: str | None):
     entry = catalog().lookup("backbone", name)
     module = _make_backbone(entry, dict(kwargs), path=path, meta=False)

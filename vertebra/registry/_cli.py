@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any, Callable, NamedTuple
 
+from ..errors import _plural
 from ..plugins._loader import TABLES
 
 __all__ = ["list_command", "info_command", "plugins_command"]
@@ -61,8 +62,7 @@ def _run_list(args: argparse.Namespace) -> int:
         print(_table([[r["name"], r["kind"], r["plugin"], _shorten(r["summary"])] for r in rows],
                      ["NAME", "KIND", "PLUGIN", "SUMMARY"]))
     if not rows:
-        what = {"backbone": "backbones", "head": "heads", "weights": "weights"}.get(args.kind,
-                                                                                "backbones, heads or weights")
+        what = _plural(args.kind) if args.kind else "backbones, heads or weights"
         print(f"no {what} match {args.pattern!r}" if args.pattern else f"no {what} are registered",
               file=sys.stderr)
         return 1
