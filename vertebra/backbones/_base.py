@@ -28,7 +28,7 @@ from ..errors import ConfigError, InputError
 from ..features import FeatureInfo, FeatureSpec
 
 __all__ = ["Backbone", "BackboneMeta", "StridePlan", "FeaturesBuilder", "LayerRecord", "OUTPUT_STRIDES",
-           "make_divisible", "check_choice", "check_range"]
+           "make_divisible"]
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -110,28 +110,6 @@ class FeaturesBuilder:
             last[record.nominal_stride] = record
         return [FeatureSpec(f"C{stride.bit_length() - 1}", r.channels, r.stride, r.index)
                 for stride, r in sorted(last.items())]
-
-
-def check_choice(value: Any, allowed: Sequence[Any], *, path: str, hint: str = "") -> None:
-    """Raise :class:`ConfigError` naming the allowed values unless ``value`` is one of them."""
-    if isinstance(value, bool) or value not in allowed:
-        message = f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
-        raise ConfigError(message + (f" ({hint})" if hint else ""), path=path)
-
-
-def check_range(value: Any, *, path: str, low: float, high: float | None = None,
-                low_inclusive: bool = True, high_inclusive: bool = False) -> float:
-    """Raise :class:`ConfigError` unless ``value`` is a real number in the stated interval."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low)
-        if high is not None:
-            ok = ok and (value <= high if high_inclusive else value < high)
-    if not ok:
-        interval = ("[" if low_inclusive else "(") + f"{low}, " + ("inf)" if high is None else
-                                                                 f"{high}" + ("]" if high_inclusive else ")"))
-        raise ConfigError(f"must be a number in {interval}, got {value!r}", path=path)
-    return float(value)
 
 
 @dataclass(frozen=True)

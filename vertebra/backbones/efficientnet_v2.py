@@ -17,7 +17,8 @@ from typing import Sequence
 
 from torch import nn
 
-from ._base import Backbone, BackboneMeta, check_choice, check_range
+from ..validation import check_choice, check_range
+from ._base import Backbone, BackboneMeta
 from ._blocks import init_weights
 from ._mbconv import Stage, build_features
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..features import FeatureSpec
-from ._base import Backbone, BackboneMeta, FeaturesBuilder, check_choice, check_range, make_divisible
+from ..validation import check_choice, check_range
+from ._base import Backbone, BackboneMeta, FeaturesBuilder, make_divisible
 from ._blocks import InvertedResidual, init_weights
 from ._folding import ConvNormActivation
 

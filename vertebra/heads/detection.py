@@ -52,7 +52,8 @@ from ._base import Requirements, requires
 from ..backbones._base import freeze_batchnorm
 from ._fpn import BackboneWithFPN, freeze_backbone, set_batchnorm
 from ._levels import by_names, feature_info_of
-from ._options import check_bool, check_choice, check_int_list, check_positive_int, torchvision_detection_key_map
+from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+from ._options import torchvision_detection_key_map
 
 __all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]
 

@@ -36,7 +36,8 @@ from ..errors import IncompatibleError
 from ._atrous import skip_padding_taps
 from ._base import Requirements, requires
 from ._levels import feature_info_of, shallowest_with_stride
-from ._options import check_bool, check_choice, check_int_list, check_positive_int, torchvision_dense_key_map
+from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+from ._options import torchvision_dense_key_map
 
 __all__ = ["lraspp", "deeplabv3"]
 

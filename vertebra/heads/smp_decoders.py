@@ -40,7 +40,8 @@ from ..features import FeatureSpec
 from ._atrous import skip_padding_taps
 from ._base import Requirements, requires
 from ._levels import deepest_per_stride, feature_info_of
-from ._options import check_bool, check_choice, check_int_list, check_positive_int
+from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+
 
 __all__ = ["unet", "fpn", "deeplabv3plus", "upernet"]
 
