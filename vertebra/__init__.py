@@ -6,21 +6,18 @@ cheap: the registry, the plugins and torch-heavy modules load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# name -> the module it lives in; ``optimize`` is the function (its module is private), never a module
+_HOMES = {"registry": ".registry", "optimize": "._optimize"}
 __all__ = ["registry", "optimize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
     from ._optimize import optimize
 
-
-def __getattr__(name: str) -> Any:
-    if name == "registry":
-        return importlib.import_module(".registry", __name__)
-    if name == "optimize":
-        # the function; its module is private (``vertebra._optimize``), so the name never means a module
-        return importlib.import_module("._optimize", __name__).optimize
-    raise AttributeError(f"module 'vertebra' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

@@ -36,7 +36,7 @@ def test_import_vertebra_loads_no_plugin_and_no_torch(tmp_path):
     write_distribution(tmp_path, "lazy-dist", "1.0", {"lazy": "vfake_lazy_mod"},
                        {"vfake_lazy_mod": plugin_source(backbones=["lazy_net"])})
     steps = _run(PROBE.format(fake="vfake_lazy_mod"), tmp_path)
-    assert steps["import vertebra"] == ["vertebra"]
+    assert steps["import vertebra"] == ["vertebra", "vertebra.lazy"]  # the lazy-attribute helper, torch-free
     after_registry = steps["from vertebra import registry"]
     assert not [m for m in after_registry if m.startswith(("torch", "vfake"))]
     assert "vertebra.plugins.builtin" not in after_registry

@@ -7,8 +7,9 @@ torch-free.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _HOMES = {"Backbone": "._base", "BackboneMeta": "._base", "StridePlan": "._base", "make_divisible": "._base",
           "inference_folding": "._folding"}
@@ -18,14 +19,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._base import Backbone, BackboneMeta, StridePlan, make_divisible
     from ._folding import inference_folding
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        value = getattr(importlib.import_module(_HOMES[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

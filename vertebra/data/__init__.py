@@ -12,8 +12,9 @@ for importing torchvision.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "generate_shapes": ".shapes",
@@ -42,15 +43,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .transforms import (IMAGENET_MEAN, IMAGENET_STD, classification_transforms, collate_detection,
                              detection_transforms, segmentation_transforms)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vertebra.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -9,8 +9,9 @@ Names load on first use so ``import vertebra.engine`` stays cheap for the CLI.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": ".config",
@@ -29,11 +30,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loop import RunResult, train
     from .runtime import NonFiniteLossError
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vertebra.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

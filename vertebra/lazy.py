@@ -1,0 +1,40 @@
+"""Package attributes that import their module on first access.
+
+``import vertebra`` (and ``vertebra list``, plugin discovery) must stay torch-free, yet the packages
+should offer their public names at the top (``vertebra.data.CocoDetection``).  A package states
+where each name lives, as data, and :func:`lazy_exports` gives it the module ``__getattr__`` /
+``__dir__`` pair (PEP 562) that imports the home module once and caches the value.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(package: str, homes: Mapping[str, str],
+                 namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package`` whose names live in ``homes`` (name -> relative module;
+    a name equal to its module's last component is that submodule).
+
+    ``namespace`` is the package's ``globals()``: a resolved value is stored there, so the second
+    access is an ordinary attribute lookup.
+    """
+
+    def __getattr__(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module = importlib.import_module(home, package)
+        # a name that is its home's own last component is the submodule itself (``vertebra.registry``)
+        value = module if home.rpartition(".")[2] == name else getattr(module, name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(homes))
+
+    return __getattr__, __dir__
