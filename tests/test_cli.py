@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vertebra.text import format_table
+
 import json
 import os
 import re
@@ -207,9 +209,9 @@ def test_table_driven_command_gets_configure_and_run(monkeypatch, capsys):
 
 
 def test_format_table_alignment():
-    text = cli.format_table([["a", 1], ["bbb", 22]], ["NAME", "N"], "lr")
+    text = format_table([["a", 1], ["bbb", 22]], ["NAME", "N"], "lr")
     assert text.splitlines() == ["NAME   N", "----  --", "a      1", "bbb   22"]
-    assert cli.format_table([]) == ""
+    assert format_table([]) == ""
 
 
 def test_real_subprocess_lists_and_fails_cleanly(plugin_env):

@@ -199,7 +199,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = None) -> str:
     """A readable table: each case's images/s, the references', ratios, GFLOP/s and roofline fraction;
     then metrics; then, with a comparison, the gate verdicts."""
-    from .cli import format_table
+    from .text import format_table
 
     machine = summary.get("machine", {})
     peaks = ", ".join(f"{key} {value:.0f}" for key, value in (machine.get("matmul_peak_gflops") or {}).items())

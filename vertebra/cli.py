@@ -19,7 +19,7 @@ import warnings
 from importlib import import_module
 from typing import Any, NamedTuple, Sequence
 
-__all__ = ["COMMANDS", "Command", "main", "format_table"]
+__all__ = ["COMMANDS", "Command", "main"]
 
 
 class Command(NamedTuple):
@@ -129,29 +129,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         print(f"warning: {message}", file=stream)
     else:
         stream.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str] | None = None,
-                 align: str | None = None) -> str:
-    """Rows as aligned text columns (two spaces apart); ``align`` is one 'l'/'r' per column.
-
-    Shared by every subcommand so the CLI reads the same everywhere.
-    """
-    table = [[str(cell) for cell in row] for row in ([headers] if headers else []) + [list(r) for r in rows]]
-    if not table:
-        return ""
-    columns = max(len(row) for row in table)
-    for row in table:
-        row.extend([""] * (columns - len(row)))
-    widths = [max(len(row[i]) for row in table) for i in range(columns)]
-    align = (align or "l" * columns).ljust(columns, "l")
-    lines = []
-    for number, row in enumerate(table):
-        cells = [cell.rjust(w) if a == "r" else cell.ljust(w) for cell, w, a in zip(row, widths, align)]
-        lines.append("  ".join(cells).rstrip())
-        if headers and number == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from .text import plural
+
 __all__ = [
     "VertebraError",
     "UnknownNameError",
@@ -30,10 +32,6 @@ def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
 
 
-def _plural(kind: str) -> str:
-    return kind if kind.endswith("s") else kind + "s"  # "weights", not "weightss"
-
-
 class VertebraError(Exception):
     """Base class of every error vertebra raises on purpose."""
 
@@ -49,9 +47,9 @@ class UnknownNameError(VertebraError, LookupError):
             message += "; did you mean " + " or ".join(self.suggestions) + "?"
         elif candidates:
             shown = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
-            message += f"; registered {_plural(kind)}: {shown}"
+            message += f"; registered {plural(kind)}: {shown}"
         else:
-            message += f"; no {_plural(kind)} are registered"
+            message += f"; no {plural(kind)} are registered"
         super().__init__(message)
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message

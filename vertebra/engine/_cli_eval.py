@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
-    from .report import format_table
+    from .report import metrics_table
 
     from .distributed import shutdown
 
@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown()
     if is_main_process():
-        print(format_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]))
+        print(metrics_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]))
     return 0

@@ -50,7 +50,7 @@ def is_main_process() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from .loop import train
-    from .report import format_table
+    from .report import metrics_table
 
     from .distributed import shutdown
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped by {result.stopped_by} after {result.epochs_done} epoch(s); checkpoint: {result.checkpoint}\n"
               f"continue with: vertebra train {args.config} --out {result.out_dir} --resume", file=sys.stderr)
         return EXIT_CODES.get(result.stopped_by, 1)
-    print(format_table([{"metric": k, "value": v} for k, v in result.metrics.items()], ["metric", "value"]))
+    print(metrics_table([{"metric": k, "value": v} for k, v in result.metrics.items()], ["metric", "value"]))
     print(f"\nimages/s (training): {result.images_per_s:.1f}")
     print(f"outputs in {result.out_dir}: last.pth, metrics.jsonl"
           + "".join(f", {p.name}" for p in result.files.values()))

@@ -108,7 +108,7 @@ def background_only(config: dict[str, Any], out: Path) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from .loop import train
-    from .report import format_table
+    from .report import metrics_table
 
     from .runtime import idle_cores
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     rows.append({"model": "baseline: all background", "task": "semantic", **floor})
     results["baselines"] = {"detection_predicts_nothing": {"AP": 0.0, "AP50": 0.0},
                             "semantic_all_background": floor}
-    table = format_table(rows, COLUMNS)
+    table = metrics_table(rows, COLUMNS)
     (out / "results.txt").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n" + table)

@@ -14,7 +14,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["JsonlLog", "read_jsonl", "plot_curves", "save_image_grid", "format_table", "KEY_METRICS"]
+from ..text import format_table
+
+__all__ = ["JsonlLog", "read_jsonl", "plot_curves", "save_image_grid", "metrics_table", "KEY_METRICS"]
 
 
 class JsonlLog:
@@ -113,9 +115,8 @@ def save_image_grid(images: Iterable[Tensor], path: str | Path, *, columns: int 
     return path
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """Dict rows as the CLI's aligned table; floats with 3 decimals, missing cells as '-'."""
-    from ..cli import format_table as cli_table
 
     def cell(value: Any) -> str:
         if value is None:
@@ -125,4 +126,4 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
         return str(value)
 
     body = [[cell(row.get(column)) for column in columns] for row in rows]
-    return cli_table(body, list(columns), align="l" + "r" * (len(columns) - 1))
+    return format_table(body, list(columns), align="l" + "r" * (len(columns) - 1))

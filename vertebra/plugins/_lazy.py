@@ -39,6 +39,7 @@ import threading
 from typing import Any
 
 from ..errors import PluginError
+from ..text import first_line
 
 __all__ = ["LazyFactory", "lazy", "module_exports", "find_module_spec"]
 
@@ -171,14 +172,14 @@ class LazyFactory:
         bound by assignment or import has no docstring in the source to read).
         """
         if self._target is not None:
-            return _first_line(self._target.__doc__)
+            return first_line(self._target.__doc__)
         tree = _module_tree(self._spec())
         node = None
         for candidate in tree.body if tree is not None else ():
             if isinstance(candidate, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
                     candidate.name == self.attribute:
                 node = candidate  # the last definition wins, as when the module runs
-        return _first_line(ast.get_docstring(node)) if node is not None else ""
+        return first_line(ast.get_docstring(node)) if node is not None else ""
 
     # -- importing ------------------------------------------------------------------------------
     def resolve(self) -> Any:
@@ -231,13 +232,6 @@ class LazyFactory:
         if name.startswith("__") and name.endswith("__") or name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.resolve(), name)
-
-
-def _first_line(doc: str | None) -> str:
-    import inspect
-
-    text = (inspect.cleandoc(doc) if doc else "").strip()
-    return text.splitlines()[0].strip() if text else ""
 
 
 def lazy(reference: str) -> LazyFactory:

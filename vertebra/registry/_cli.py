@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any, Callable, NamedTuple
 
-from ..errors import _plural
+from ..text import first_line, format_table, plural
 from ..plugins._loader import TABLES
 
 __all__ = ["list_command", "info_command", "plugins_command"]
@@ -21,12 +21,6 @@ __all__ = ["list_command", "info_command", "plugins_command"]
 class _Command(NamedTuple):
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-
-
-def _table(rows, headers, align=None) -> str:
-    from ..cli import format_table
-
-    return format_table(rows, headers, align)
 
 
 def _shorten(text: str | None, width: int = 72) -> str:
@@ -54,22 +48,22 @@ def _run_list(args: argparse.Namespace) -> int:
         for entry in cat.entries(kind):
             shown = cat.display_name(entry)
             if shown in wanted:
-                summary = _weights_summary(entry.factory) if kind == "weights" else _first_line(entry.factory)
+                summary = _weights_summary(entry.factory) if kind == "weights" else _summary(entry.factory)
                 rows.append({"name": shown, "kind": kind, "plugin": entry.plugin, "summary": summary})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        print(_table([[r["name"], r["kind"], r["plugin"], _shorten(r["summary"])] for r in rows],
+        print(format_table([[r["name"], r["kind"], r["plugin"], _shorten(r["summary"])] for r in rows],
                      ["NAME", "KIND", "PLUGIN", "SUMMARY"]))
     if not rows:
-        what = _plural(args.kind) if args.kind else "backbones, heads or weights"
+        what = plural(args.kind) if args.kind else "backbones, heads or weights"
         print(f"no {what} match {args.pattern!r}" if args.pattern else f"no {what} are registered",
               file=sys.stderr)
         return 1
     return 0
 
 
-def _first_line(func: Any) -> str:
+def _summary(func: Any) -> str:
     """The summary; a lazy factory's comes from its source, so listing imports nothing."""
     import inspect
 
@@ -77,8 +71,7 @@ def _first_line(func: Any) -> str:
 
     if isinstance(func, LazyFactory):
         return func.summary
-    doc = (inspect.getdoc(func) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return first_line(inspect.getdoc(func))
 
 
 def _weights_summary(entry: Any) -> str:
@@ -130,13 +123,13 @@ def _run_info(args: argparse.Namespace) -> int:
         facts.append(["named weights", ", ".join(d.weights)])
     for note in d.notes:
         facts.append(["note", note])
-    print(_table(facts, None))
+    print(format_table(facts, None))
     print()
-    print(_table([[k, _default(v)] for k, v in d.kwargs.items()], ["ARGUMENT", "DEFAULT"]) if d.kwargs
+    print(format_table([[k, _default(v)] for k, v in d.kwargs.items()], ["ARGUMENT", "DEFAULT"]) if d.kwargs
           else "no keyword arguments")
     if d.levels:
         print()
-        print(_table([[i, s.name, s.channels, s.stride] for i, s in enumerate(d.levels)],
+        print(format_table([[i, s.name, s.channels, s.stride] for i, s in enumerate(d.levels)],
                      ["INDEX", "LEVEL", "CHANNELS", "STRIDE"], "rlrr"))
     return 0
 
@@ -183,7 +176,7 @@ def _info_weights(found: Any, as_json: bool) -> int:
     name = _catalog.catalog().display_name(found)  # qualified when another plugin shares the name
     rows.append(["build with", f"registry.build({entry.head!r}, backbone={entry.backbone_spec!r}, "
                  + "".join(f"{k}={v!r}, " for k, v in options.items()) + f"weights={name!r})"])
-    print(_table(rows, None))
+    print(format_table(rows, None))
     return 0
 
 
@@ -203,7 +196,7 @@ def _run_plugins(args: argparse.Namespace) -> int:
         print(json.dumps([info.__dict__ | {"backbones": list(info.backbones), "heads": list(info.heads),
                                            "weights": list(info.weights)} for info in infos], indent=2))
     else:
-        print(_table([[i.name, i.distribution or "-", i.version or "-", i.status, len(i.backbones),
+        print(format_table([[i.name, i.distribution or "-", i.version or "-", i.status, len(i.backbones),
                        len(i.heads), len(i.weights), _shorten(i.detail, 90) if i.detail else ""] for i in infos],
                      ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "BACKBONES", "HEADS", "WEIGHTS", "DETAIL"],
                      "llllrrrl"))

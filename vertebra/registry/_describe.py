@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..features import FeatureSpec
 from ..plugins._loader import KINDS
+from ..text import first_line
 from ._build import meta_backbone
 from ._catalog import Entry, catalog
 from ._kwargs import REQUIRED, signature_of
@@ -75,8 +76,7 @@ def describe(name: str, kind: str | None = None) -> Description:
 
 
 def _summary(entry: Entry) -> str:
-    doc = inspect.getdoc(entry.factory) or ""
-    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+    return first_line(inspect.getdoc(entry.factory))
 
 
 def _base(entry: Entry, kwargs: dict[str, Any]) -> dict[str, Any]:
