@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from ..errors import ConfigError
+from ..validation import check_hint
 
 __all__ = [
     "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "TASKS",
@@ -219,60 +219,6 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 
 
 def _check(hint: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, path)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _check(option, value, path)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"expected {_describe(hint)}, got {value!r}", path=path)
-    if origin is Literal:
-        if value is False and "off" in args:   # YAML reads a bare `off` as False
-            return "off"
-        if value not in args:
-            raise ConfigError(f"must be one of {', '.join(map(repr, args))}, got {value!r}", path=path)
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", path=path)
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {value!r}", path=path)
-        return value
-    if hint is float:
-        if isinstance(value, str):    # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"expected a number, got {value!r}", path=path)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}", path=path)
-        return value
-    if hint is list or origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", path=path)
-        return list(value)
-    if hint is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {value!r}", path=path)
-        return copy.deepcopy(dict(value))
-    raise TypeError(f"schema type {hint!r} at {path} is not handled")  # a bug in the schema, not user input
-
-
-def _describe(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    names = [getattr(a, "__name__", str(a)) for a in args]
-    return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")
+    return check_hint(value, hint, path)
