@@ -1,6 +1,6 @@
 """Training and evaluation: ``vertebra train``, ``vertebra eval`` and ``vertebra quickstart``.
 
-- :func:`load_config` / :class:`TrainConfig`: the YAML schema (``config.py``), ``--set`` overrides.
+- :func:`load_train_config` / :class:`TrainConfig`: the YAML schema (``config.py``), ``--set`` overrides.
 - :func:`train`: resumable, DDP-aware training loop writing checkpoints, a JSON-lines log and PNGs.
 - :func:`evaluate`: COCO AP / mIoU / top-k of a checkpoint on the validation split.
 
@@ -15,7 +15,7 @@ from ..lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": ".config",
-    "load_config": ".config",
+    "load_train_config": ".config",
     "parse_config": ".config",
     "train": ".loop",
     "evaluate": ".evaluation",
@@ -25,7 +25,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import TrainConfig, load_config, parse_config
+    from .config import TrainConfig, load_train_config, parse_config
     from .evaluation import evaluate
     from .loop import RunResult, train
     from .runtime import NonFiniteLossError

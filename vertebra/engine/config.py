@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
@@ -26,7 +26,7 @@ from ..validation import check_hint
 
 __all__ = [
     "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "TASKS",
-    "load_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
+    "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
 
 TASKS = ("detection", "instance", "semantic", "classification")
@@ -124,17 +124,15 @@ class TrainConfig:
 
 # -- loading ---------------------------------------------------------------------------------
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config (``yaml.safe_load``), apply ``--set`` overrides, validate."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+def load_train_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML / JSON training config, apply ``--set`` overrides, validate the schema.
+
+    The file is read by :func:`vertebra.registry.load_config`, the one config-file reader, so a
+    training config and a model config fail the same way on a missing file or bad YAML.
+    """
+    from ..registry import load_config
+
+    raw = load_config(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
