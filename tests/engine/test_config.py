@@ -78,7 +78,6 @@ def test_unknown_nested_key_has_dotted_path_and_suggestion(tmp_path):
     ("epochs=0", "epochs", "at least 1"),
     ("optimizer.lr=-1", "optimizer.lr", "positive"),
     ("optimizer.name=adam", "optimizer.name", "'sgd', 'adamw', 'rmsprop'"),
-    ("task=panoptic", "task", "'detection'"),
     ("amp=fp8", "amp", "'bf16'"),
     ("channels_last=maybe", "channels_last", "true or false"),
     ("ema=1.5", "ema", "between 0 and 1"),

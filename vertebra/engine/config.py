@@ -5,6 +5,8 @@ A config is ``model`` (a registry config, handed untouched to ``registry.build_f
 ``batch_size``, ``seed``, ``amp`` ...).  The schema is a tree of dataclasses, so the valid keys are
 visible in one place and an unknown key is refused with its dotted path and the keys that *are*
 valid (``optimizer.momentun -> did you mean 'momentum'?``), instead of being silently ignored.
+Two parts are checked where their truth lives, by :func:`vertebra.engine.run.check_config` before
+any data is made: ``task`` against the task table and ``model`` by the registry (on the meta device).
 
 ``--set key.path=value`` overrides are applied to the raw dict before validation; values are parsed
 with ``yaml.safe_load`` so ``--set optimizer.lr=1e-3`` is a float and ``--set ema=null`` turns EMA off.
@@ -25,11 +27,9 @@ from ..errors import ConfigError
 from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "TASKS",
+    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig",
     "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
-
-TASKS = ("detection", "instance", "semantic", "classification")
 
 
 @dataclass
@@ -99,7 +99,7 @@ class TrainConfig:
     """
 
     model: dict = field(default_factory=dict)
-    task: Literal["detection", "instance", "semantic", "classification"] = "detection"
+    task: str = "detection"                    # a name in vertebra.engine.tasks.TASKS (checked there)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
