@@ -10,7 +10,7 @@ import yaml
 
 from vertebra.cli import main
 from vertebra.engine import _quickstart
-from vertebra.engine.config import load_config, parse_config
+from vertebra.engine.config import load_train_config, parse_config
 
 from engine_helpers import tiny
 
@@ -26,14 +26,14 @@ def write(tmp_path, config, name="config.yaml"):
 @pytest.mark.parametrize("name, built_in", [("quickstart_detection.yaml", _quickstart.DETECTION),
                                             ("quickstart_segmentation.yaml", _quickstart.SEGMENTATION)])
 def test_shipped_configs_are_the_quickstart_configs(name, built_in):
-    assert load_config(CONFIGS / name) == parse_config(built_in)
+    assert load_train_config(CONFIGS / name) == parse_config(built_in)
 
 
 def test_every_shipped_train_config_parses():
     paths = sorted(CONFIGS.glob("*.yaml"))
     assert paths
     for path in paths:
-        load_config(path)
+        load_train_config(path)
 
 
 def test_train_then_eval_through_the_cli(tmp_path, capsys):

@@ -79,15 +79,12 @@ def test_coco_format_with_explicit_paths_and_worker_processes(tmp_path):
 
 
 def test_init_weights_starts_from_a_previous_run(tmp_path):
-    from vertebra.engine.config import parse_config
-    from vertebra.engine.evaluation import build_model
-    from vertebra.engine.tasks import build_data, prepare_data
+    from vertebra.engine import prepare_run
 
     train(tiny("semantic"), out_dir=tmp_path / "first", progress=False)
     previous = torch.load(tmp_path / "first" / "last.pth", weights_only=True)["model"]
-    config = parse_config(tiny("semantic", init_weights=str(tmp_path / "first" / "last.pth")))
-    prepare_data(config.task, config.data, tmp_path / "second")
-    model = build_model(config, build_data(config.task, config.data, tmp_path / "second"))
+    config = tiny("semantic", init_weights=str(tmp_path / "first" / "last.pth"))
+    model = prepare_run(config, tmp_path / "second").model
     assert all(torch.equal(model.state_dict()[k], v) for k, v in previous.items())
 
 
@@ -101,12 +98,12 @@ def test_init_weights_starts_from_a_previous_run(tmp_path):
 ])
 def test_data_sections_that_cannot_work_are_refused(tmp_path, task, data, message):
     from vertebra.engine.config import parse_config
-    from vertebra.engine.tasks import build_data
+    from vertebra.engine.tasks import task_spec
     from vertebra.errors import ConfigError
 
     config = parse_config({"model": {"head": "x"}, "task": task, "data": data})
     with pytest.raises(ConfigError, match=re.escape(message)):
-        build_data(task, config.data, tmp_path)
+        task_spec(task).build_data(config.data, tmp_path)
 
 
 def test_model_with_too_few_classes_is_refused(tmp_path):

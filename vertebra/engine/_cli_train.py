@@ -16,7 +16,7 @@ EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Arguments ``train`` and ``eval`` share."""
-    parser.add_argument("config", help="training config (YAML), e.g. configs/train/quickstart_detection.yaml")
+    parser.add_argument("config", help="training config (YAML or JSON), e.g. configs/train/quickstart_detection.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted path; value parsed as YAML), e.g. "
                              "--set optimizer.lr=0.01 --set epochs=3; repeatable")
@@ -34,14 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace):
-    from .config import load_config
+    from .config import load_train_config
 
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
     if args.threads is not None:
         overrides.append(f"threads={args.threads}")
-    return load_config(args.config, overrides)
+    return load_train_config(args.config, overrides)
 
 
 def is_main_process() -> bool:

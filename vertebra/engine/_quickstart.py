@@ -93,10 +93,10 @@ def background_only(config: dict[str, Any], out: Path) -> dict[str, float]:
 
     from ..metrics import SegmentationMetric
     from .config import parse_config
-    from .tasks import build_data
+    from .tasks import task_spec
 
     parsed = parse_config(config)
-    bundle = build_data(parsed.task, parsed.data, out)
+    bundle = task_spec(parsed.task).build_data(parsed.data, out)
     metric = SegmentationMetric(bundle.num_classes, ignore_index=255)
     for index in range(len(bundle.val)):
         _, mask = bundle.val[index]

@@ -5,6 +5,8 @@ A config is ``model`` (a registry config, handed untouched to ``registry.build_f
 ``batch_size``, ``seed``, ``amp`` ...).  The schema is a tree of dataclasses, so the valid keys are
 visible in one place and an unknown key is refused with its dotted path and the keys that *are*
 valid (``optimizer.momentun -> did you mean 'momentum'?``), instead of being silently ignored.
+Two parts are checked where their truth lives, by :func:`vertebra.engine.run.check_config` before
+any data is made: ``task`` against the task table and ``model`` by the registry (on the meta device).
 
 ``--set key.path=value`` overrides are applied to the raw dict before validation; values are parsed
 with ``yaml.safe_load`` so ``--set optimizer.lr=1e-3`` is a float and ``--set ema=null`` turns EMA off.
@@ -14,22 +16,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
+import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
 from ..errors import ConfigError
+from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "TASKS",
-    "load_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
+    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig",
+    "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
-
-TASKS = ("detection", "instance", "semantic", "classification")
 
 
 @dataclass
@@ -99,7 +99,7 @@ class TrainConfig:
     """
 
     model: dict = field(default_factory=dict)
-    task: Literal["detection", "instance", "semantic", "classification"] = "detection"
+    task: str = "detection"                    # a name in vertebra.engine.tasks.TASKS (checked there)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -124,17 +124,15 @@ class TrainConfig:
 
 # -- loading ---------------------------------------------------------------------------------
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config (``yaml.safe_load``), apply ``--set`` overrides, validate."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+def load_train_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML / JSON training config, apply ``--set`` overrides, validate the schema.
+
+    The file is read by :func:`vertebra.registry.load_config`, the one config-file reader, so a
+    training config and a model config fail the same way on a missing file or bad YAML.
+    """
+    from ..registry import load_config
+
+    raw = load_config(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -219,60 +217,6 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 
 
 def _check(hint: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, path)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _check(option, value, path)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"expected {_describe(hint)}, got {value!r}", path=path)
-    if origin is Literal:
-        if value is False and "off" in args:   # YAML reads a bare `off` as False
-            return "off"
-        if value not in args:
-            raise ConfigError(f"must be one of {', '.join(map(repr, args))}, got {value!r}", path=path)
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", path=path)
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {value!r}", path=path)
-        return value
-    if hint is float:
-        if isinstance(value, str):    # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"expected a number, got {value!r}", path=path)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}", path=path)
-        return value
-    if hint is list or origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", path=path)
-        return list(value)
-    if hint is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {value!r}", path=path)
-        return copy.deepcopy(dict(value))
-    raise TypeError(f"schema type {hint!r} at {path} is not handled")  # a bug in the schema, not user input
-
-
-def _describe(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    names = [getattr(a, "__name__", str(a)) for a in args]
-    return " or ".join(names) + (" or null" if type(None) in typing.get_args(hint) else "")
+    return check_hint(value, hint, path)

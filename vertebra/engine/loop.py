@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -26,14 +26,13 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_dict, parse_config
-from .distributed import (DistInfo, EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier,
-                          init_from_env, sync_buffers)
-from .evaluation import build_model, draw_predictions, make_loader, run_evaluation
+from .data import make_loader
+from .distributed import EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier, sync_buffers
+from .evaluation import draw_predictions, run_evaluation
 from .optim import build_optimizer, build_scheduler
 from .report import JsonlLog, plot_curves
-from .runtime import (NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler,
-                      resolve_device, seed_everything)
-from .tasks import Task, build_data, make_task, prepare_data
+from .run import PreparedRun, prepare_run
+from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler
 
 __all__ = ["train", "RunResult"]
 
@@ -72,24 +71,13 @@ def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
 class _Run:
     """State of one training run; ``train()`` is the public face."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool,
-                 on_step: Callable[[int, int], None] | None):
-        self.config, self.out_dir, self.progress, self.on_step = config, out_dir, progress, on_step
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        self.dist: DistInfo = init_from_env(resolve_device(config.device).type)
-        self.device = resolve_device(config.device, self.dist.local_rank)
-        seed_everything(config.seed)
-        if self.dist.is_main:
-            prepare_data(config.task, config.data, out_dir)
-        barrier()
-        self.bundle = build_data(config.task, config.data, out_dir)
-        self.task: Task = make_task(config.task, self.bundle, self.device, config.channels_last)
-        self.model = build_model(config, self.bundle).to(self.device)
+    def __init__(self, prepared: PreparedRun, *, progress: bool, on_step: Callable[[int, int], None] | None):
+        config = self.config = prepared.config
+        self.out_dir, self.progress, self.on_step = prepared.out_dir, progress, on_step
+        self.dist, self.device, self.bundle, self.task = prepared.dist, prepared.device, prepared.bundle, prepared.task
+        self.model = prepared.model
         if config.bn_momentum is not None:
             _set_bn_momentum(self.model, config.bn_momentum)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)
@@ -97,14 +85,7 @@ class _Run:
         self.train_data = SeededSamples(self.bundle.train, seed=config.seed)
         self.train_sampler = EpochSampler(len(self.bundle.train), shuffle=True, seed=config.seed,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
-        per_rank = len(self.train_sampler)
-        self.steps_per_epoch = per_rank // config.batch_size
-        if config.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"batch_size {config.batch_size} is larger than the {per_rank} training images "
-                              f"each of the {self.dist.world_size} process(es) gets; lower batch_size",
-                              path="batch_size")
+        self.steps_per_epoch = self._steps_per_epoch(len(self.train_sampler))
         self.scheduler = build_scheduler(self.optimizer, config.schedule, epochs=config.epochs,
                                          steps_per_epoch=self.steps_per_epoch)
         self.val_sampler = EpochSampler(len(self.bundle.val), shuffle=False, seed=config.seed,
@@ -117,8 +98,19 @@ class _Run:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.running = {"loss_sums": {}, "images": 0, "seconds": 0.0}
         self.history: list[dict] = []
-        self.checkpoint_path = out_dir / CHECKPOINT_NAME
-        self.log = JsonlLog(out_dir / "metrics.jsonl") if self.dist.is_main else None
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.log = JsonlLog(self.out_dir / "metrics.jsonl") if self.dist.is_main else None
+
+    def _steps_per_epoch(self, per_rank: int) -> int:
+        config = self.config
+        steps = per_rank // config.batch_size
+        if config.max_steps_per_epoch:
+            steps = min(steps, config.max_steps_per_epoch)
+        if steps == 0:
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the {per_rank} training images "
+                              f"each of the {self.dist.world_size} process(es) gets; lower batch_size",
+                              path="batch_size")
+        return steps
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -188,72 +180,86 @@ class _Run:
 
     def train_epoch(self, stop: StopSignal) -> bool:
         """Run the rest of the current epoch; False when a signal stopped it (checkpoint written)."""
-        config = self.config
-        self.train_module.train()
-        self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
-        self.train_data.set_epoch(self.epoch)
-        loader = make_loader(self.train_data, self.train_sampler, config.batch_size, self.bundle,
-                             config.data.num_workers, True, config.seed * 1000 + self.epoch)
-        remaining = self.steps_per_epoch - self.step_in_epoch
+        batches = self._batches()
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
-                   desc=f"epoch {self.epoch + 1}/{config.epochs}", disable=not (self.progress and self.dist.is_main))
+                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                   disable=not (self.progress and self.dist.is_main))
         start = time.perf_counter()
-        iterator = iter(loader)
-        for _ in range(remaining):
-            batch = next(iterator)
-            with autocast_context(self.amp, self.device):
-                loss, parts, count = self.task.loss(self.train_module, batch)
-            values = torch.stack([loss.detach().float(), *(v.float() for v in parts.values()),
-                                  torch.tensor(float(count), device=loss.device),
-                                  torch.tensor(float(stop.received is not None), device=loss.device)])
-            values = all_reduce_sum(values.cpu().double())
-            if not math.isfinite(values[0].item()):
-                self._diverged(values[0].item())
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.clip_grad_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.step_in_epoch += 1
-            self.global_step += 1
-            world = self.dist.world_size
-            sums = self.running["loss_sums"]
-            for key, value in zip(["loss", *parts], values[:-2].tolist()):
-                sums[key] = sums.get(key, 0.0) + value / world
-            self.running["images"] += int(values[-2].item())
-            elapsed = time.perf_counter() - start
-            rate = self.running["images"] / max(self.running["seconds"] + elapsed, 1e-9)
-            bar.set_postfix(loss=f"{values[0].item() / world:.3f}", img_s=f"{rate:.1f}")
-            if self.global_step % config.log_every == 0:
-                self._record({"kind": "step", "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
-                              "step": self.global_step, "loss": values[0].item() / world,
-                              "lr": self.optimizer.param_groups[0]["lr"]})
-            bar.update(1)
+        for _ in range(self.steps_per_epoch - self.step_in_epoch):
+            names, values = self._step(next(batches), stop)
+            self._account(names, values, time.perf_counter() - start, bar)
             if self.on_step is not None:
                 self.on_step(self.epoch, self.step_in_epoch)
-            if values[-1].item() > 0 and self.step_in_epoch < self.steps_per_epoch:
+            if values[-1].item() > 0 and self.step_in_epoch < self.steps_per_epoch:   # a rank got a signal
                 self.running["seconds"] += time.perf_counter() - start
                 bar.close()
                 self.save()
                 return False
         bar.close()
         self.running["seconds"] += time.perf_counter() - start
+        self._end_epoch()
+        return True
+
+    def _batches(self) -> Iterator[Any]:
+        """This epoch's remaining batches: the order and the augmentation follow (seed, epoch) alone."""
+        config = self.config
+        self.train_module.train()
+        self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
+        self.train_data.set_epoch(self.epoch)
+        return iter(make_loader(self.train_data, self.train_sampler, config.batch_size, self.bundle,
+                                config.data.num_workers, True, config.seed * 1000 + self.epoch))
+
+    def _step(self, batch: Any, stop: StopSignal) -> tuple[list[str], torch.Tensor]:
+        """One optimizer step.  Returns the loss names and, summed over ranks, their values followed
+        by the number of images and the count of ranks that received a stop signal."""
+        with autocast_context(self.amp, self.device):
+            loss, parts, count = self.task.loss(self.train_module, batch)
+        values = torch.stack([loss.detach().float(), *(v.float() for v in parts.values()),
+                              torch.tensor(float(count), device=loss.device),
+                              torch.tensor(float(stop.received is not None), device=loss.device)])
+        values = all_reduce_sum(values.cpu().double())   # every rank decides alike (diverged, stop)
+        if not math.isfinite(values[0].item()):
+            self._diverged(values[0].item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step_in_epoch += 1
+        self.global_step += 1
+        return ["loss", *parts], values
+
+    def _account(self, names: list[str], values: torch.Tensor, elapsed: float, bar: Any) -> None:
+        """Add a step's losses and images to the running epoch totals; show and log them."""
+        world = self.dist.world_size
+        sums = self.running["loss_sums"]
+        for key, value in zip(names, values[:-2].tolist()):
+            sums[key] = sums.get(key, 0.0) + value / world
+        self.running["images"] += int(values[-2].item())
+        rate = self.running["images"] / max(self.running["seconds"] + elapsed, 1e-9)
+        bar.set_postfix(loss=f"{values[0].item() / world:.3f}", img_s=f"{rate:.1f}")
+        if self.global_step % self.config.log_every == 0:
+            self._record({"kind": "step", "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
+                          "step": self.global_step, "loss": values[0].item() / world,
+                          "lr": self.optimizer.param_groups[0]["lr"]})
+        bar.update(1)
+
+    def _end_epoch(self) -> None:
+        """Log the epoch's mean losses and throughput, then move to the next epoch."""
         steps = self.steps_per_epoch
-        record = {"kind": "train", "epoch": self.epoch + 1, "step": self.global_step,
-                  "lr": self.optimizer.param_groups[0]["lr"],
-                  **{k: v / steps for k, v in self.running["loss_sums"].items()},
-                  "images_per_s": self.running["images"] / max(self.running["seconds"], 1e-9),
-                  "seconds": self.running["seconds"]}
-        self._record(record)
+        self._record({"kind": "train", "epoch": self.epoch + 1, "step": self.global_step,
+                      "lr": self.optimizer.param_groups[0]["lr"],
+                      **{k: v / steps for k, v in self.running["loss_sums"].items()},
+                      "images_per_s": self.running["images"] / max(self.running["seconds"], 1e-9),
+                      "seconds": self.running["seconds"]})
         self.epoch += 1
         self.step_in_epoch = 0
         self.running = {"loss_sums": {}, "images": 0, "seconds": 0.0}
-        return True
 
     def _diverged(self, value: float) -> None:
         kept = (f"the last good checkpoint {str(self.checkpoint_path)!r} (after epoch {self._saved_epoch()}) "
@@ -289,9 +295,8 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
     if isinstance(config, dict):
         config = parse_config(config)
     out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
-    out.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, out=str(out))
-    run = _Run(config, out, progress=progress, on_step=on_step)
+    run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
     if resume:
         run.resume()
     elif run.log is not None and run.log.path.exists():

@@ -1,7 +1,9 @@
-"""One adapter per task type: which data set, which loss, which metric, how to draw a prediction.
+"""The task table: per task name, which data reader, which loss, which metric, how to draw a prediction.
 
 The training loop (``loop.py``) is task-agnostic; everything that differs between detection,
-instance segmentation, semantic segmentation and classification lives here, behind four methods:
+instance segmentation, semantic segmentation and classification is one row of :data:`TASKS`
+(a :class:`TaskSpec`), looked up by name with :func:`task_spec`.  Each row's adapter answers four
+questions:
 
 * ``loss(model, batch)`` -> (total loss, named components, number of images),
 * ``eval_update(model, batch)`` feeds predictions to a metric state,
@@ -15,7 +17,8 @@ segmentation models return ``{"out": logits[, "aux": logits]}``; classifiers ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,156 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DataError
+from ..validation import check_choice
 from .config import DataConfig
+from .data import DataBundle, classification_data, instances_data, prepare_shapes, semantic_data
 from .distributed import all_reduce_sum
 
-__all__ = ["DataBundle", "prepare_data", "build_data", "make_task", "Task"]
+__all__ = ["Task", "DetectionTask", "InstanceTask", "SemanticTask", "ClassificationTask", "TaskSpec",
+           "TASKS", "task_spec"]
 
 
-@dataclass
-class DataBundle:
-    """The two splits plus what the model and the metric need to know about them."""
-
-    train: Any
-    val: Any
-    num_classes: int                  # including background where the task has one
-    class_names: list[str]
-    collate: Callable | None = None
-    coco_gt: Any = None               # pycocotools COCO of the val split (detection / instance)
-    extra: dict = field(default_factory=dict)
-
-
-# -- data --------------------------------------------------------------------------------------
-
-def _shapes_root(config: DataConfig, out_dir: Path) -> Path:
-    return Path(config.root) if config.root else out_dir / "data"
-
-
-def prepare_data(task: str, config: DataConfig, out_dir: Path) -> None:
-    """Generate the built-in shapes set when the config asks for it (rank 0 only, before build_data).
-
-    A set already on disk with the same seed, image size and counts is reused (the generator is
-    deterministic, so regenerating would write the same bytes).
-    """
-    if config.format == "shapes" and task != "classification":
-        from ..data import generate_shapes
-
-        root = _shapes_root(config, out_dir)
-        if not _shapes_present(root, config):
-            generate_shapes(root, num_train=config.num_train, num_val=config.num_val,
-                            image_size=config.image_size, seed=config.shapes_seed)
-
-
-def _shapes_present(root: Path, config: DataConfig) -> bool:
-    import json
-
-    for split, count in (("train", config.num_train), ("val", config.num_val)):
-        try:
-            data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
-        except (OSError, ValueError):
-            return False
-        info = data.get("info", {}) if isinstance(data, dict) else {}
-        if (info.get("seed"), info.get("image_size"), len(data.get("images", []))) != (
-                config.shapes_seed, config.image_size, count):
-            return False
-        if not all((root / split / image["file_name"]).is_file() for image in data["images"]):
-            return False
-    return True
-
-
-def _coco_paths(config: DataConfig, out_dir: Path) -> tuple[Path, Path, Path, Path]:
-    if config.format == "shapes":      # the layout generate_shapes writes (see vertebra.data.shapes)
-        root = _shapes_root(config, out_dir)
-        return (root / "train", root / "annotations" / "instances_train.json",
-                root / "val", root / "annotations" / "instances_val.json")
-    names = ("train_images", "train_annotations", "val_images", "val_annotations")
-    missing = [name for name in names if getattr(config, name) is None]
-    if missing:
-        raise ConfigError(f"data.format={config.format!r} needs {', '.join('data.' + m for m in missing)} "
-                          f"(image folders and instances_*.json files)", path="data")
-    root = Path(config.root) if config.root else Path(".")
-    return tuple(root / getattr(config, name) for name in names)  # type: ignore[return-value]
-
-
-def build_data(task: str, config: DataConfig, out_dir: Path) -> DataBundle:
-    """Both splits for ``task`` from the data section (call :func:`prepare_data` first for shapes)."""
-    from .. import data as vdata
-
-    size = config.size
-    if task in ("detection", "instance"):
-        if config.format not in ("shapes", "coco"):
-            raise ConfigError(f"task {task!r} reads COCO instances; data.format must be 'shapes' or 'coco', "
-                              f"got {config.format!r}", path="data.format")
-        train_images, train_ann, val_images, val_ann = _coco_paths(config, out_dir)
-        masks = task == "instance"
-        # Detection models resize internally (GeneralizedRCNNTransform), so validation images keep
-        # their size: predictions then come back in the original coordinates COCOeval expects.
-        train = vdata.CocoDetection(train_images, train_ann, vdata.detection_transforms(True, size), with_masks=masks)
-        val = vdata.CocoDetection(val_images, val_ann, vdata.detection_transforms(False, None), with_masks=masks)
-        names = _category_names(train)
-        return DataBundle(train, val, len(names) + 1, ["background", *names], vdata.collate_detection,
-                          coco_gt=_coco_of(val))
-    if task == "semantic":
-        if config.format in ("shapes", "coco"):
-            train_images, train_ann, val_images, val_ann = _coco_paths(config, out_dir)
-            train = vdata.CocoSemantic(train_images, train_ann, vdata.segmentation_transforms(True, size),
-                                       categories=config.categories)
-            val = vdata.CocoSemantic(val_images, val_ann, vdata.segmentation_transforms(False, size),
-                                     categories=config.categories)
-        elif config.format == "mask_folder":
-            root = Path(config.root or ".")
-            need = [n for n in ("train_images", "train_annotations", "val_images", "val_annotations")
-                    if getattr(config, n) is None]
-            if need:
-                raise ConfigError("data.format='mask_folder' needs train_images/val_images (image folders) and "
-                                  "train_annotations/val_annotations (mask folders)", path="data")
-            train = vdata.MaskFolderSegmentation(root / config.train_images, root / config.train_annotations,
-                                                 vdata.segmentation_transforms(True, size))
-            val = vdata.MaskFolderSegmentation(root / config.val_images, root / config.val_annotations,
-                                               vdata.segmentation_transforms(False, size))
-        else:
-            raise ConfigError(f"task 'semantic' reads 'shapes', 'coco' or 'mask_folder' data, got "
-                              f"{config.format!r}", path="data.format")
-        names = _category_names(train)
-        return DataBundle(train, val, len(names) + 1, ["background", *names])
-    if config.format != "image_folder":
-        raise ConfigError(f"task 'classification' reads data.format='image_folder' (class sub-folders), got "
-                          f"{config.format!r}", path="data.format")
-    if config.train_images is None or config.val_images is None:
-        raise ConfigError("data.format='image_folder' needs data.train_images and data.val_images "
-                          "(folders with one sub-folder per class)", path="data")
-    root = Path(config.root or ".")
-    train = vdata.ImageFolderClassification(root / config.train_images, vdata.classification_transforms(True, size))
-    val = vdata.ImageFolderClassification(root / config.val_images, vdata.classification_transforms(False, size))
-    names = list(getattr(train, "classes", []))
-    if getattr(val, "classes", names) != names:
-        raise DataError(f"train classes {names} differ from val classes {list(val.classes)}; "
-                        f"both folders need the same class sub-folders")
-    return DataBundle(train, val, len(names), names)
-
-
-def _category_names(dataset: Any) -> list[str]:
-    for attribute in ("class_names", "category_names", "categories", "classes"):
-        names = getattr(dataset, attribute, None)
-        if names:
-            names = list(names)
-            if names and isinstance(names[0], dict):
-                names = [c["name"] for c in names]
-            if names and str(names[0]).strip("_").lower() == "background":
-                names = names[1:]
-            return [str(n) for n in names]
-    raise DataError(f"{type(dataset).__name__} does not say its class names")
-
-
-def _coco_of(dataset: Any) -> Any:
-    coco = getattr(dataset, "coco", None)
-    if coco is None:
-        raise DataError(f"{type(dataset).__name__} has no pycocotools COCO object for evaluation")
-    return coco
-
-
-# -- tasks -------------------------------------------------------------------------------------
+# -- adapters ----------------------------------------------------------------------------------
 
 class Task:
     """Base adapter; see the module docstring."""
@@ -203,15 +66,10 @@ class Task:
 
 
 class DetectionTask(Task):
-    """Faster / Mask R-CNN style models: COCO AP via pycocotools (bbox, and segm for ``instance``)."""
+    """Faster R-CNN style models: COCO box AP via pycocotools."""
 
     name = "detection"
-
-    def __init__(self, bundle: DataBundle, device: torch.device, channels_last: bool = False,
-                 masks: bool = False):
-        super().__init__(bundle, device, channels_last)
-        self.masks = masks
-        self.name = "instance" if masks else "detection"
+    masks = False
 
     def _move(self, batch: Any) -> tuple[list[Tensor], list[dict]]:
         images, targets = batch
@@ -264,6 +122,13 @@ class DetectionTask(Task):
         images, targets, outputs = self._predict(model, batch)
         return [detection_panel(to_uint8(image), output, target, self.bundle.class_names, self.masks)
                 for image, target, output in list(zip(images, targets, outputs))[:limit]]
+
+
+class InstanceTask(DetectionTask):
+    """Mask R-CNN style models: COCO box and mask (segm) AP."""
+
+    name = "instance"
+    masks = True
 
 
 class SemanticTask(Task):
@@ -349,9 +214,37 @@ class ClassificationTask(Task):
                 for image, guess, label in zip(images, predicted, labels.tolist())]
 
 
-def make_task(task: str, bundle: DataBundle, device: torch.device, channels_last: bool = False) -> Task:
-    if task in ("detection", "instance"):
-        return DetectionTask(bundle, device, channels_last, masks=task == "instance")
-    if task == "semantic":
-        return SemanticTask(bundle, device, channels_last)
-    return ClassificationTask(bundle, device, channels_last)
+@dataclass(frozen=True)
+class TaskSpec:
+    """One row of the task table: the adapter class and the data it reads."""
+
+    name: str
+    adapter: type[Task]
+    read: Callable[[DataConfig, Path], DataBundle]   # the two splits from the data section
+    formats: tuple[str, ...]                          # data.format values ``read`` accepts
+
+    def prepare_data(self, config: DataConfig, out_dir: Path) -> None:
+        """Generate the built-in shapes set when the config asks for it and this task reads it."""
+        if config.format == "shapes" and "shapes" in self.formats:
+            prepare_shapes(config, out_dir)
+
+    def build_data(self, config: DataConfig, out_dir: Path) -> DataBundle:
+        """Both splits (call :meth:`prepare_data` first, on rank 0, for shapes)."""
+        return self.read(config, out_dir)
+
+    def make(self, bundle: DataBundle, device: torch.device, channels_last: bool = False) -> Task:
+        return self.adapter(bundle, device, channels_last)
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("detection", DetectionTask, partial(instances_data, task="detection", masks=False),
+             ("shapes", "coco")),
+    TaskSpec("instance", InstanceTask, partial(instances_data, task="instance", masks=True), ("shapes", "coco")),
+    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder")),
+    TaskSpec("classification", ClassificationTask, classification_data, ("image_folder",)),
+)}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The table row of ``name``; an unknown name is a :class:`ConfigError` listing the valid ones."""
+    return TASKS[check_choice(name, tuple(TASKS), "task")]

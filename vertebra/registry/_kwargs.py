@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..validation import matches_hint
 
 __all__ = ["REQUIRED", "Signature", "signature_of", "join_path", "call_factory"]
 
@@ -125,42 +126,10 @@ def _fits(value: Any, key: str, signature: Signature) -> bool:
     """Whether ``value`` plausibly has the right type for ``key`` (annotation first, then default)."""
     hint = signature.annotations.get(key)
     if hint is not None:
-        verdict = _matches(value, hint)
+        verdict = matches_hint(value, hint)
         if verdict is not None:
             return verdict
     default = signature.params.get(key, REQUIRED)
     if default is REQUIRED or default is None or value is None:
         return True
-    return _matches(value, type(default)) is not False
-
-
-def _matches(value: Any, hint: Any) -> bool | None:
-    """True/False when the hint can be checked simply, ``None`` when it cannot be judged."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType"):
-        verdicts = [_matches(value, arg) for arg in typing.get_args(hint)]
-        if any(v is True for v in verdicts):
-            return True
-        return None if any(v is None for v in verdicts) else False
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin is not None:
-        hint = origin
-    if not isinstance(hint, type):
-        return None
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float) and isinstance(value, bool):
-        return False
-    if hint is float:
-        return isinstance(value, (int, float))
-    if hint in (list, tuple) and isinstance(value, (list, tuple)):
-        return True
-    try:
-        return isinstance(value, hint)
-    except TypeError:
-        return None
+    return matches_hint(value, type(default)) is not False
