@@ -129,7 +129,7 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
 
 def _read_any_checkpoint(path: Path) -> dict | None:
     """A training checkpoint's dict, or None when ``path`` is some other (weights) file."""
-    from .._io import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the last.pth a training run "
