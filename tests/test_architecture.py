@@ -13,7 +13,7 @@ blocks are skipped: they never run.  Importing ``a.b.c`` is an edge to ``a.b.c``
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -105,8 +105,9 @@ def _call_name(call: ast.Call) -> str:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
 
 
-def imported_names(tree: ast.Module, module: str, is_package: bool) -> Iterator[str]:
-    """Every absolute module name ``module`` imports (a ``from x import y`` yields ``x.y`` and ``x``)."""
+def imported_names(tree: ast.Module, module: str, is_package: bool, modules: Collection[str]) -> Iterator[str]:
+    """Every absolute module name ``module`` imports.  ``from x import y`` imports module ``x.y`` when
+    there is one (``modules`` says), else the name ``y`` of ``x`` (then ``x`` itself)."""
     assigned = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
                 for target in node.targets if isinstance(target, ast.Name)}
     for node in _walk(tree):
@@ -114,59 +115,40 @@ def imported_names(tree: ast.Module, module: str, is_package: bool) -> Iterator[
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = _resolve(node.module or "", node.level, module, is_package)
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Call) and _call_name(node) == "import_module":
-            strings = _string_arguments(node)
-            if strings:
-                yield _home(strings[0], strings[1] if len(strings) > 1 else module)
-        elif isinstance(node, ast.Call) and _call_name(node) == "provide" and len(node.args) >= 2:
-            home = node.args[1]
-            if isinstance(home, ast.Constant) and isinstance(home.value, str):
-                yield _home(home.value.partition(":")[0], module)
-        elif isinstance(node, ast.Call) and _call_name(node) == "lazy_exports" and len(node.args) >= 2:
-            homes = node.args[1]
-            homes = assigned.get(homes.id, homes) if isinstance(homes, ast.Name) else homes
-            if isinstance(homes, ast.Dict):
-                for value in homes.values:
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                        yield _home(value.value, module)
+            yield from (f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                        for alias in node.names)
+        elif isinstance(node, ast.Call):
+            yield from _call_homes(node, module, assigned)
+
+
+def _call_homes(call: ast.Call, module: str, assigned: Mapping[str, ast.expr]) -> Iterator[str]:
+    """The modules an ``import_module`` / ``provide`` / ``lazy_exports`` call names with string literals."""
+    name = _call_name(call)
+    if name == "import_module":
+        strings = _string_arguments(call)
+        if strings:
+            yield _home(strings[0], strings[1] if len(strings) > 1 else module)
+    elif name == "provide" and len(call.args) >= 2:
+        home = call.args[1]
+        if isinstance(home, ast.Constant) and isinstance(home.value, str):
+            yield _home(home.value.partition(":")[0], module)
+    elif name == "lazy_exports" and len(call.args) >= 2:
+        homes = call.args[1]
+        homes = assigned.get(homes.id, homes) if isinstance(homes, ast.Name) else homes
+        if isinstance(homes, ast.Dict):
+            yield from (_home(value.value, module) for value in homes.values
+                        if isinstance(value, ast.Constant) and isinstance(value.value, str))
 
 
 def import_graph(files: Mapping[str, Path] | None = None) -> dict[str, set[str]]:
-    """``{module: modules of the package it imports}``; a ``from pkg import name`` where ``name`` is
-    not a submodule is an edge to ``pkg`` itself."""
+    """``{module: the package's modules it imports}``."""
     files = module_files() if files is None else files
     graph: dict[str, set[str]] = {}
     for module, file in files.items():
         tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-        edges = set()
-        for name in imported_names(tree, module, file.name == "__init__.py"):
-            if name in files and name != module:
-                edges.add(name)
-        graph[module] = edges
-    # "from pkg import name" yields pkg and pkg.name: when pkg.name is a module, pkg is not imported for it
-    for module, file in files.items():
-        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-        graph[module] -= _packages_only_named(tree, module, file.name == "__init__.py", files)
+        names = imported_names(tree, module, file.name == "__init__.py", files)
+        graph[module] = {name for name in names if name in files and name != module}
     return graph
-
-
-def _packages_only_named(tree: ast.Module, module: str, is_package: bool, files: Mapping[str, Path]) -> set[str]:
-    """Packages that appear only as the ``x`` of ``from x import submodule`` (so are not imported for a name)."""
-    named, used = set(), set()
-    for node in _walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            base = _resolve(node.module or "", node.level, module, is_package)
-            if all(f"{base}.{alias.name}" in files for alias in node.names):
-                named.add(base)
-            else:
-                used.add(base)
-        elif isinstance(node, ast.Import):
-            used.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.Call) and _call_name(node) in ("import_module", "lazy_exports", "provide"):
-            used.update(imported_names(ast.Module(body=[ast.Expr(node)], type_ignores=[]), module, is_package))
-    return named - used
 
 
 def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
@@ -281,3 +263,11 @@ def test_a_cycle_through_a_deferred_import_is_found(tmp_path):
     graph = _graph_of(tmp_path, {"__init__.py": "", "a.py": "from . import b\n",
                                  "b.py": "def f():\n    from .c import x\n", "c.py": "from .a import y\n"})
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+
+
+def test_a_module_takes_the_layer_of_its_longest_row():
+    assert {module: LAYERS[layer_of(module)][0] for module in (
+        "vertebra", "vertebra.__main__", "vertebra.registry._weights", "vertebra.weights.keys", "vertebra.version")} == {
+        "vertebra": "package root", "vertebra.__main__": "package root", "vertebra.registry._weights": "registry",
+        "vertebra.weights.keys": "models and weights", "vertebra.version": "foundations"}
+    assert layer_of("vertebra.not_in_the_table") is None  # the root row names only the package __init__
