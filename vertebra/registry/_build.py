@@ -127,8 +127,7 @@ def resolved_backbone_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every keyword argument the backbone of a built model's (or backbone's) ``config`` was called with,
     defaults included: the factory's defaults, then what the head required, then what the user gave.
 
-    For :mod:`vertebra.weights` (through :mod:`._weights`), which checks a named checkpoint's
-    ``backbone_kwargs`` before fetching.
+    For :mod:`vertebra.weights`, which checks a named checkpoint's ``backbone_kwargs`` before fetching.
     """
     if "head" in config:
         head_name, spec, head_kwargs = _model_parts(config)
@@ -331,9 +330,9 @@ def _set_config(module: Any, config: dict[str, Any]) -> None:
 
 def _load_weights(model: Any, weights: Any) -> None:
     try:
-        from ..weights.loader import load_weights
+        from ..weights import load_weights
     except ModuleNotFoundError as exc:
-        if exc.name not in ("vertebra.weights", "vertebra.weights.loader"):
+        if exc.name != "vertebra.weights":
             raise
         raise WeightsError("weights= needs vertebra.weights, which this installation lacks") from exc
     load_weights(model, weights)

@@ -2,7 +2,8 @@
 
 The weights package sits below the registry and cannot import it; the package root names this
 module as the one that answers (:class:`vertebra.weights.names.NamedCheckpoints`), so the loader
-finds plugin checkpoints and the options a model's backbone was built with through it.
+finds plugin checkpoints and the options a model's backbone was built with
+(:func:`~vertebra.registry._build.resolved_backbone_options`) through it.
 """
 
 from __future__ import annotations
