@@ -2,7 +2,7 @@
 
 Plugins construct :class:`WeightsEntry` rows in their ``vertebra_register_weights`` hook, and
 ``vertebra list --kind weights`` / ``vertebra info`` describe them, both without building a model;
-so this module imports no torch (only the standard library and :mod:`vertebra.errors`).  An entry
+so this module imports no torch (the cache path it names comes from the torch-free :mod:`.cache`).  An entry
 refuses itself when built with a value that could never be fetched or checked, so a plugin's typo
 fails that plugin at registration rather than a user's download later.
 """
@@ -25,6 +25,7 @@ __all__ = ["WeightsEntry", "describe_entry"]
 _ENTRY_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9_]+\Z")  # "<architecture>.<dataset>"
 _SHA256 = re.compile(r"[0-9a-f]{8,64}\Z")
 _URL_SCHEMES = ("https://", "file://")
+
 
 @dataclass(frozen=True)
 class WeightsEntry:
