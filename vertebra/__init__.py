@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import lazy_exports
-
-__version__ = "0.1.0"
+from .lazy import lazy_exports, provide
 
 # name -> the module it lives in; ``optimize`` is the function (its module is private), never a module
-_HOMES = {"registry": ".registry", "optimize": "._optimize"}
+_HOMES = {"registry": ".registry", "optimize": "._optimize", "__version__": ".version"}
 __all__ = ["registry", "optimize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
     from ._optimize import optimize
+    from .version import __version__
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
+
+# vertebra.weights looks named checkpoints up (load_weights(model, "efficientnet_b0.imagenet")), but
+# the registry that holds them sits above it and imports it; the package root wires the two.
+provide("named checkpoints", ".registry._weights", __name__)

@@ -47,7 +47,7 @@ EXIT_ERROR = 2
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import vertebra._io as io_module
 from vertebra.engine import checkpoint as ckpt
 from vertebra.errors import CheckpointError
 
@@ -38,7 +37,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
         handle.truncate(10)                       # a half-written file ...
         raise KeyboardInterrupt("killed mid-save")  # ... and the process dies
 
-    monkeypatch.setattr(io_module.torch, "save", dying_save)
+    monkeypatch.setattr(ckpt.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_training_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
     monkeypatch.undo()

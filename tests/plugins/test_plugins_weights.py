@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vertebra import cli, registry
-from vertebra._hub import sha256_of
+from vertebra.weights.cache import sha256_of
 from vertebra.errors import ConfigError, PluginError, UnknownNameError, WeightsError
 from vertebra.plugins import PluginWarning, WeightsEntry
 from vertebra.weights import get_weights_entry, load_weights, named_weights

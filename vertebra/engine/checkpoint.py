@@ -6,27 +6,47 @@ state, optimizer, scheduler, GradScaler, the position (``epoch`` = epochs fully 
 numpy, torch and CUDA, the full training config, the model's registry config and the metrics
 history (so the curves PNG still covers the whole run after ``--resume``).
 
-Writes go through :func:`vertebra._io.save_atomic` (temporary file + fsync + rename): an
-interrupted save leaves the previous checkpoint intact.  Reads go through
-:func:`vertebra._io.load_checkpoint` (``weights_only=True``).  A checkpoint whose architecture
-differs from the model being trained is refused with a :class:`CheckpointError` that names the
-difference, before anything is loaded.
+A training run can be killed at any instant (SIGTERM, Ctrl-C, out of memory, a full disk).  If it
+died while ``torch.save`` was halfway through ``last.pth``, a plain write would leave a truncated file
+in place of the last good checkpoint and ``--resume`` nothing to resume from.  So every write here
+(:func:`atomic_open`, :func:`save_atomic`) goes to a temporary file *in the same directory*
+(``os.replace`` is only atomic within one file system), is flushed and fsync'ed, and then replaces
+the target in one step: readers see the old file or the new one, never a mix.
+
+Reads (:func:`load_checkpoint`) use ``torch.load(weights_only=True)``: a checkpoint is data, and
+unpickling arbitrary objects would run arbitrary code.  A corrupt or truncated file becomes a
+:class:`CheckpointError` that names the file.  A checkpoint whose architecture differs from the
+model being trained is refused, naming the difference, before anything is loaded; the key and
+shape comparison is the weights loader's own (:func:`vertebra.weights.keys.compare_keys`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..weights.files import describe_load_failure
+from ..weights.keys import compare_keys
 
 __all__ = ["FORMAT", "capture_rng", "restore_rng", "save_training_checkpoint",
-           "load_training_checkpoint", "check_architecture", "unwrap"]
+           "load_training_checkpoint", "check_architecture", "unwrap", "atomic_open", "save_atomic",
+           "load_checkpoint"]
+
+PathLike = str | os.PathLike[str]
+
+# mkstemp creates 0600 files; give the final file the permissions a plain open() would have.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 FORMAT = "vertebra-train-checkpoint/1"
 
@@ -67,12 +87,95 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# -- files that are either complete or absent -------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on a clean exit it atomically becomes ``path``.
+
+    If the ``with`` body raises, the temporary file is removed and ``path`` is left untouched,
+    so an existing good file is never replaced by a partial one.  ``mode`` must be a write mode
+    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).
+    """
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes a whole new file; mode must start with 'w', got {mode!r}")
+    target = Path(path)
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(directory)
+
+
+def save_atomic(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj, path)``, but ``path`` is never left half-written.
+
+    Returns the path written.  Anything ``torch.save`` accepts is accepted; keep checkpoints to
+    tensors and plain Python containers so :func:`load_checkpoint` can read them back with
+    ``weights_only=True``.
+    """
+    target = Path(path)
+    with atomic_open(target, "wb") as handle:
+        torch.save(obj, handle)
+    return target
+
+
+def load_checkpoint(path: PathLike, *, map_location: Any = "cpu",
+                    safe_globals: Sequence[Any] = ()) -> Any:
+    """Read a checkpoint written by :func:`save_atomic` (or ``torch.save``) without running pickled code.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors land; CPU by default so a GPU checkpoint opens anywhere.
+        safe_globals: extra classes or functions the file may reference (passed to
+            ``torch.serialization.safe_globals``), for checkpoints that hold more than tensors
+            and builtin containers, e.g. numpy RNG state.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt, or references objects that are
+            not allowed under ``weights_only=True``; the message names the file.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"checkpoint {str(source)!r} does not exist (or is not a file)")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors...
+        raise CheckpointError(describe_load_failure(
+            source, error, what="checkpoint", remedy="delete it and use an earlier checkpoint or retrain",
+            allow="load_checkpoint(..., safe_globals=[...])")) from error
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself (the directory entry); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # -- save / load -----------------------------------------------------------------------------
 
 def save_training_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Write ``state`` (see module docstring) atomically; returns the path."""
-    from .._io import save_atomic
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({"format": FORMAT, **state}, path)
@@ -81,8 +184,6 @@ def save_training_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (weights_only=True); refuse files that are not one."""
-    from .._io import load_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train first, or point "
@@ -98,7 +199,9 @@ def check_architecture(state: Mapping[str, Any], model: nn.Module, path: str | P
     """Refuse a checkpoint written for another architecture, naming what differs.
 
     Compares the registry configs first (the readable difference) and then every parameter and
-    buffer name and shape (catches hand-built models and edited configs alike).
+    buffer name and shape (catches hand-built models and edited configs alike).  A checkpoint
+    written from this model matches exactly, so nothing is tolerated here, not even the BatchNorm
+    counters a weights load may lack.
     """
     model = unwrap(model)
     ours, theirs = getattr(model, "config", None), state.get("model_config")
@@ -107,17 +210,15 @@ def check_architecture(state: Mapping[str, Any], model: nn.Module, path: str | P
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written for another architecture ({'; '.join(diffs[:6])}); "
             f"use the config it was trained with (stored in the checkpoint) or start a new run without --resume")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state["model"].items()}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    if missing or unexpected or shapes:
+    fit = compare_keys(model, state["model"])
+    if not fit.exact:
+        shapes = {key: (got, want) for key, got, want in fit.mismatched}
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        for label, keys in (("missing", sorted(fit.missing)), ("unexpected", sorted(fit.unexpected)),
+                            ("of another shape", sorted(shapes))):
             if keys:
                 detail = ", ".join(
-                    f"{k} {found[k]} vs {expected[k]}" if keys is shapes else k for k in keys[:5])
+                    f"{k} {shapes[k][0]} vs {shapes[k][1]}" if k in shapes else k for k in keys[:5])
                 parts.append(f"{len(keys)} {label}: {detail}{', ...' if len(keys) > 5 else ''}")
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model's architecture "
                               f"({'; '.join(parts)}); it was trained with another model config")

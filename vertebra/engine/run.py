@@ -124,14 +124,12 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
     """A training checkpoint's dict, or None when ``path`` is some other (weights) file."""
-    from .._io import load_checkpoint
-
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the last.pth a training run "
                               f"wrote (its --out folder)")
     if path.suffix == ".safetensors":
         return None
-    state = load_checkpoint(path)
+    state = ckpt.load_checkpoint(path)
     if isinstance(state, dict) and state.get("format") == ckpt.FORMAT:
         return state
     return None

@@ -5,7 +5,7 @@ Plugin authors need only :data:`hookimpl` (see :mod:`vertebra.plugins.hookspecs`
 :class:`WeightsEntry` to register a named checkpoint.
 """
 
-from .._hub import WeightsEntry
+from ..weights.entry import WeightsEntry
 from ._lazy import LazyFactory, lazy
 from ._loader import PluginInfo, PluginWarning
 from .hookspecs import hookimpl, hookspec

@@ -31,14 +31,14 @@ from ._lazy import LazyFactory
 
 __all__ = [
     "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "PluginInfo", "PluginWarning", "Registration",
-    "Settings", "Candidate", "PluginLoader", "discover",
+    "Settings", "Candidate", "PluginLoader", "discover", "rediscover", "generation",
 ]
 
 BUILTIN_NAME = "vertebra"
 BUILTIN_MODULE = "vertebra.plugins.builtin"
 ENTRY_POINT_GROUP = "vertebra"
 KINDS = ("backbone", "head")  # what the registry builds
-WEIGHTS = "weights"           # named checkpoints (vertebra._hub.WeightsEntry), looked up like the kinds
+WEIGHTS = "weights"           # named checkpoints (vertebra.weights.WeightsEntry), looked up like the kinds
 TABLES = (*KINDS, WEIGHTS)
 HOOKS = {"backbone": "vertebra_register_backbones", "head": "vertebra_register_heads",
          WEIGHTS: "vertebra_register_weights"}
@@ -110,6 +110,24 @@ class Candidate:
     autoloaded: bool = True  # found through an entry point (VERTEBRA_DISABLE_PLUGIN_AUTOLOAD applies)
 
 
+_generation = 0  # bumped by rediscover(); the registry discovers again when it changes
+
+
+def rediscover() -> None:
+    """Make the next registry call discover plugins afresh (``sys.path`` and the environment re-read).
+
+    The registry keeps what discovery found and sits above this module, so it is not told to forget:
+    it compares :func:`generation` with the one it discovered under.
+    """
+    global _generation
+    _generation += 1
+
+
+def generation() -> int:
+    """How many times :func:`rediscover` was called."""
+    return _generation
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -117,7 +135,7 @@ def _truthy(value: str | None) -> bool:
 def _builtin_candidate() -> Candidate:
     from importlib import import_module
 
-    from .. import __version__
+    from ..version import __version__
 
     return Candidate(BUILTIN_NAME, lambda: import_module(BUILTIN_MODULE), "vertebra", __version__,
                      f"built-in module {BUILTIN_MODULE}", autoloaded=False)
@@ -177,7 +195,7 @@ class _Staging:
         return register
 
     def _add_weights(self, entry: Any) -> None:
-        from .._hub import WeightsEntry  # no torch: the hub module is plain data and file checks
+        from ..weights.entry import WeightsEntry  # no torch: an entry is plain data
 
         if not isinstance(entry, WeightsEntry):
             raise PluginError(f"plugin {self.plugin!r} registered {entry!r:.60} as weights; register a "

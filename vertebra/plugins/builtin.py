@@ -60,7 +60,7 @@ def vertebra_register_heads(register) -> None:
 
 @hookimpl
 def vertebra_register_weights(register) -> None:
-    from .._hub import TORCHVISION_ENTRIES
+    from ..weights.torchvision import TORCHVISION_ENTRIES
 
     for entry in TORCHVISION_ENTRIES:
         register(entry)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import pluggy
 
 if TYPE_CHECKING:
-    from .._hub import WeightsEntry
+    from ..weights.entry import WeightsEntry
 
 PROJECT = "vertebra"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -22,7 +22,7 @@ import textwrap
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from ._loader import ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_STRICT
+from ._loader import ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_STRICT, rediscover
 
 __all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS"]
 
@@ -63,13 +63,11 @@ def mounted(*roots: str | Path) -> Iterator[None]:
     Modules imported from ``roots`` are dropped from ``sys.modules`` afterwards, so the next test
     imports them anew.
     """
-    from ..registry import _reset
-
     paths = [str(Path(r)) for r in roots]
     before = set(sys.modules)
     sys.path[:0] = paths
     importlib.invalidate_caches()
-    _reset()
+    rediscover()
     try:
         yield
     finally:
@@ -81,7 +79,7 @@ def mounted(*roots: str | Path) -> Iterator[None]:
             if any(file.startswith(p) for p in paths):
                 del sys.modules[module]
         importlib.invalidate_caches()
-        _reset()
+        rediscover()
 
 
 @contextlib.contextmanager
@@ -91,14 +89,12 @@ def isolated_registry() -> Iterator[None]:
     For a test that must not see what an earlier test registered or which plugins the caller's
     environment disables (pytest's ``monkeypatch`` may still set variables inside it).
     """
-    from ..registry import _reset
-
     saved = {var: os.environ.pop(var) for var in PLUGIN_ENV_VARS if var in os.environ}
-    _reset()
+    rediscover()
     try:
         yield
     finally:
         for var in PLUGIN_ENV_VARS:
             os.environ.pop(var, None)
         os.environ.update(saved)
-        _reset()
+        rediscover()

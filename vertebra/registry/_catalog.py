@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, PluginError, UnknownNameError
-from ..plugins._loader import KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover
+from ..plugins._loader import (KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover,
+                               generation)
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
 
@@ -23,7 +24,7 @@ __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregiste
 class Entry:
     """A registered backbone factory or head builder and where it came from.
 
-    For kind ``"weights"``, ``factory`` is the registered :class:`~vertebra._hub.WeightsEntry`.
+    For kind ``"weights"``, ``factory`` is the registered :class:`~vertebra.weights.WeightsEntry`.
     """
 
     kind: str
@@ -151,20 +152,23 @@ class Catalog:
 
 _lock = threading.RLock()
 _catalog: Catalog | None = None
+_discovered_in = -1  # the plugins' discovery generation the catalog was built in
 
 
 def catalog() -> Catalog:
-    """The loaded catalog, running plugin discovery on first use (thread-safe)."""
-    global _catalog
+    """The loaded catalog, running plugin discovery on first use and after a
+    :func:`vertebra.plugins._loader.rediscover` (thread-safe)."""
+    global _catalog, _discovered_in
     with _lock:
-        if _catalog is None:
+        if _catalog is None or _discovered_in != generation():
+            current = generation()
             loader = PluginLoader(Settings.from_env())
             fresh = Catalog(loader)
             candidates = discover()
             for candidate in candidates:
                 fresh.add(candidate)
             loader.warn_unknown_disabled(c.name for c in candidates)
-            _catalog = fresh
+            _catalog, _discovered_in = fresh, current
         return _catalog
 
 

@@ -159,7 +159,7 @@ def _as_json(d: Any, fits: list[str] | None) -> dict[str, Any]:
 
 def _info_weights(found: Any, as_json: bool) -> int:
     """``vertebra info`` for a named checkpoint: where it comes from, how it is checked, what it fits."""
-    from .._hub import describe_entry
+    from ..weights.entry import describe_entry
     from . import _catalog
 
     entry = found.factory

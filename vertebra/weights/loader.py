@@ -1,7 +1,7 @@
 """Load pretrained weights into a vertebra model: strictly, verifiably, and without surprises.
 
 ``load_weights(model, source)`` takes a local ``.pth``/``.pt``/``.safetensors`` file, a named
-checkpoint (``"efficientnet_b0.imagenet"``, see :func:`named_weights`) or an in-memory state dict.
+checkpoint (``"efficientnet_b0.imagenet"``, see :func:`~vertebra.weights.named_weights`) or an in-memory state dict.
 The order of operations is the point of this module; nothing touches the model until every check
 has passed, so a failed load leaves the model exactly as it was:
 
@@ -29,21 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-import torch
 from torch import Tensor, nn
 
-from ._hub import WeightsEntry, cache_dir, fetch, get_weights_entry, named_weights, verify_sha256
-from ._io import _describe_load_failure
-from ._keys import KeyMap, check_keys
-from .errors import WeightsError
+from ..errors import WeightsError
+from .cache import fetch, verify_sha256
+from .entry import WeightsEntry
+from .files import read_state_dict, unwrap_state_dict
+from .keys import KeyMap, check_keys
+from .names import checkpoints, get_weights_entry
 
-__all__ = ["load_weights", "LoadReport", "KeyMap", "WeightsEntry", "named_weights", "get_weights_entry",
-           "cache_dir", "read_state_dict"]
+__all__ = ["load_weights", "LoadReport", "Source", "WEIGHT_SUFFIXES"]
 
 Source = Union[str, "os.PathLike[str]", WeightsEntry, Mapping[str, Tensor]]
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
-# Containers training scripts commonly wrap a state dict in, tried in this order.
-_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
         raise WeightsError(f"{type(model).__name__}.weights_key_map must be a vertebra.weights.KeyMap "
                            f"or None, got {type(key_map).__name__}")
     state, label, path, digest = _read_source(model, source, sha256=sha256, download=download)
-    state, unwrapped = _unwrap(state, label)
+    state, unwrapped = unwrap_state_dict(state, label)
     own = model.state_dict()
     if key_map is None or (state and set(state) <= set(own)):  # already the model's own names
         mapped, dropped, used_map = dict(state), (), False
@@ -141,26 +139,6 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
                       dropped=(*dropped, *result.ignored), missing=result.missing,
                       unexpected=result.unexpected, kept=result.kept,
                       mapped=used_map, unwrapped=unwrapped, sha256=digest)
-
-
-def read_state_dict(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[str, Any]:
-    """Read a weights file safely (``weights_only=True`` or safetensors), verifying ``sha256`` first.
-
-    Returns the raw object for ``.pth``/``.pt`` (possibly a container), a flat dict for safetensors.
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise WeightsError(f"weights file {str(file)!r} does not exist (or is not a file)")
-    if sha256:
-        verify_sha256(file, sha256, what="weights file")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(file), device="cpu")
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # RuntimeError (zip), UnpicklingError, EOFError, SafetensorError ...
-        raise WeightsError(_read_failure(file, error)) from error
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -225,10 +203,8 @@ def _check_entry_fits(model: nn.Module, entry: WeightsEntry) -> None:
 
 def _check_backbone_options(config: Mapping[str, Any], entry: WeightsEntry) -> None:
     """Refuse a model whose backbone was built with other options than the checkpoint's (``width_mult``...)."""
-    from .registry._build import resolved_backbone_options
-
     try:
-        built = resolved_backbone_options(config)
+        built = checkpoints().backbone_options(config)
     except Exception:  # noqa: BLE001 - a config the registry cannot resolve: the strict load still checks
         return
     wrong = {key: value for key, value in entry.backbone_kwargs.items() if key not in built or built[key] != value}
@@ -250,39 +226,6 @@ def _backbone_attribute(model: nn.Module) -> str | None:
         if name and hasattr(module, "feature_info") and hasattr(module, "features"):
             return name
     return None
-
-
-def _unwrap(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Find the flat ``{name: tensor}`` inside common training-checkpoint containers, explicitly."""
-    steps: list[str] = []
-    for _ in range(3):  # {"state_dict": {"model": ...}} at most
-        if not isinstance(state, Mapping):
-            raise WeightsError(f"{label}: expected a state dict (a mapping of names to tensors), "
-                               f"found {type(state).__name__}")
-        if state and all(isinstance(value, Tensor) for value in state.values()):
-            break
-        inner = next((key for key in _CONTAINER_KEYS if isinstance(state.get(key), Mapping)), None)
-        if inner is None:
-            shown = ", ".join(repr(key) for key in list(state)[:10])
-            non_tensor = [key for key, value in state.items() if not isinstance(value, Tensor)][:5]
-            raise WeightsError(f"{label}: not a state dict and no state dict found under "
-                               f"{', '.join(map(repr, _CONTAINER_KEYS))}; top-level keys: {shown or 'none'}"
-                               + (f" (non-tensor entries: {', '.join(map(repr, non_tensor))})" if state else ""))
-        steps.append(inner)
-        state = state[inner]
-    else:
-        raise WeightsError(f"{label}: state dict nested too deeply ({' > '.join(steps)})")
-    flat = {str(key): value for key, value in state.items()}
-    if flat and all(key.startswith("module.") for key in flat):
-        flat = {key[len("module."):]: value for key, value in flat.items()}
-        steps.append("module.")
-    return flat, tuple(steps)
-
-
-def _read_failure(file: Path, error: BaseException) -> str:
-    return _describe_load_failure(file, error, what="weights file",
-                                  remedy="delete it and download or export it again",
-                                  allow="torch.serialization.add_safe_globals([...])")
 
 
 def _prefix_summary(keys: Iterable[str], limit: int = 4) -> str:

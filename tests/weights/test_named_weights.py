@@ -15,18 +15,13 @@ import torchvision.models.segmentation as tvs
 from torch import nn
 from torch.hub import HASH_REGEX
 
-from vertebra import _hub, registry
-from vertebra._hub import (
-    TORCHVISION_ENTRIES,
-    WeightsEntry,
-    cache_dir,
-    describe_entry,
-    get_weights_entry,
-    named_weights,
-    sha256_of,
-)
+from vertebra import registry
 from vertebra.errors import WeightsError
-from vertebra.weights import KeyMap, load_weights
+from vertebra.weights import KeyMap, cache, load_weights
+from vertebra.weights.cache import cache_dir, sha256_of
+from vertebra.weights.entry import WeightsEntry, describe_entry
+from vertebra.weights.names import get_weights_entry, named_weights
+from vertebra.weights.torchvision import TORCHVISION_ENTRIES
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +33,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     def no_network(url, destination, progress):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(_hub, "_download_url", no_network)
+    monkeypatch.setattr(cache, "_download_url", no_network)
 
 
 class Tiny(nn.Module):
@@ -130,7 +125,7 @@ def test_offline_error_names_the_exact_path_and_url(tmp_path, monkeypatch):
         Path(destination).write_bytes(b"partial")  # a failed download may leave bytes behind
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(_hub, "_download_url", offline)
+    monkeypatch.setattr(cache, "_download_url", offline)
     entry = get_weights_entry("mobilenet_v3_small.imagenet")
     model = Tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -164,7 +159,7 @@ def test_download_lands_in_cache_and_is_reused(tmp_path, monkeypatch):
         assert Path(destination).parent == entry.path.parent and Path(destination) != entry.path
         shutil.copyfile(published, destination)
 
-    monkeypatch.setattr(_hub, "_download_url", fake_download)
+    monkeypatch.setattr(cache, "_download_url", fake_download)
     model = Tiny()
     report = load_weights(model, entry)
     assert calls == [entry.url] and entry.path.is_file()
@@ -179,13 +174,13 @@ def test_real_torch_hub_downloader_with_a_file_url(tmp_path, monkeypatch):
     monkeypatch.undo()  # restore the real _download_url (torch.hub.download_url_to_file)
     monkeypatch.setenv("VERTEBRA_HOME", str(tmp_path / "home"))
     entry, published = _published(tmp_path)
-    path = _hub.resolve(entry, progress=False)
+    path = cache.resolve(entry, progress=False)
     assert path == entry.path and path.read_bytes() == published.read_bytes()
 
 
 def test_download_with_wrong_hash_is_not_cached(tmp_path, monkeypatch):
     entry, published = _published(tmp_path)
-    monkeypatch.setattr(_hub, "_download_url",
+    monkeypatch.setattr(cache, "_download_url",
                         lambda url, destination, progress: Path(destination).write_bytes(b"an html error page"))
     with pytest.raises(WeightsError, match="expected SHA-256 prefix"):
         load_weights(Tiny(), entry)
@@ -233,7 +228,7 @@ def test_entry_for_another_model_is_refused_before_download(config, where, messa
 
 def test_matching_config_proceeds_to_the_cache(tmp_path, monkeypatch):
     entry, published = _published(tmp_path)
-    monkeypatch.setattr(_hub, "_download_url", lambda url, dst, progress: shutil.copyfile(published, dst))
+    monkeypatch.setattr(cache, "_download_url", lambda url, dst, progress: shutil.copyfile(published, dst))
     model = Tiny()
     model.config = {"head": "classifier", "backbone": {"name": "tiny"}, "num_classes": 2}
     model.weights_key_map = KeyMap(drop=["classifier."])

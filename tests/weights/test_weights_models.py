@@ -12,8 +12,11 @@ import torchvision.models as tvm
 import torchvision.models.detection as tvd
 import torchvision.models.segmentation as tvs
 
-from vertebra import _hub, registry
-from vertebra._hub import get_weights_entry, sha256_of
+from vertebra import registry
+from vertebra.weights import cache
+from vertebra.weights.cache import sha256_of
+from vertebra.weights.entry import WeightsEntry
+from vertebra.weights.names import get_weights_entry
 from vertebra.backbones.mobilenetv3 import mobilenet_v3_small
 from vertebra.errors import WeightsError
 from vertebra.weights import load_weights
@@ -26,10 +29,10 @@ def _offline(tmp_path, monkeypatch):
     def no_network(url, destination, progress):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(_hub, "_download_url", no_network)
+    monkeypatch.setattr(cache, "_download_url", no_network)
 
 
-def _cache_as(name: str, state: dict) -> _hub.WeightsEntry:
+def _cache_as(name: str, state: dict) -> WeightsEntry:
     """Save ``state`` where entry ``name`` is cached and return the entry carrying this file's hash."""
     entry = get_weights_entry(name)
     entry.path.parent.mkdir(parents=True, exist_ok=True)

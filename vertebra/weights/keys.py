@@ -1,9 +1,15 @@
-"""Checkpoint key names: the declared mapping from someone else's names to ours, and the strict check.
+"""Checkpoint key names: the declared mapping from someone else's names to ours, and THE fit check.
 
 A torchvision classification checkpoint names the stem ``features.0.0.weight``; inside vertebra's
 classifier model the same tensor is ``backbone.features.0.0.weight``.  Rather than guess (fuzzy
 matching, ``strict=False``), each model *declares* the rewrite as a :class:`KeyMap`: ordered prefix
 rules plus the prefixes it deliberately does not load.  Everything else must match exactly.
+
+:func:`compare_keys` is the one comparison of a state dict against a model (names, shapes, and the
+BatchNorm counters ``load_state_dict`` itself tolerates).  Both the weights loader
+(:func:`check_keys`, a :class:`~vertebra.errors.WeightsError`) and the training-checkpoint resume
+(:func:`vertebra.engine.checkpoint.check_architecture`, a ``CheckpointError``) judge its result,
+each with the message its reader needs.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
-__all__ = ["KeyMap", "check_keys", "KeyCheck"]
+__all__ = ["KeyMap", "KeyFit", "compare_keys", "check_keys", "KeyCheck"]
 
 _SHOWN = 10  # keys listed per category in an error message
 
@@ -102,6 +108,53 @@ class KeyMap:
 
 
 @dataclass(frozen=True)
+class KeyFit:
+    """How a state dict's names and shapes line up with a model's own (the result of :func:`compare_keys`).
+
+    Attributes:
+        missing: model keys the state dict lacks, in the model's order.
+        unexpected: state dict keys the model lacks, in the state dict's order.
+        mismatched: ``(key, shape in the state dict, shape in the model)`` for shared keys.
+        kept: the missing keys ``load_state_dict`` fills in itself: a BatchNorm's
+            ``num_batches_tracked`` (older checkpoints predate it; the model keeps its own).
+        ignored: the unexpected keys ``load_state_dict`` skips itself: the ``num_batches_tracked``
+            a FrozenBatchNorm2d has no buffer for.
+        shared: how many keys are in both.
+    """
+
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    kept: tuple[str, ...]
+    ignored: tuple[str, ...]
+    shared: int
+
+    @property
+    def exact(self) -> bool:
+        """Every name in both, every shape equal, nothing tolerated."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def compare_keys(model: nn.Module, state: Mapping[str, Any], own: Mapping[str, Tensor] | None = None) -> KeyFit:
+    """Compare ``state`` with ``model``'s own state dict (``own``, when the caller has it already).
+
+    Nothing is copied or changed; the caller decides what is acceptable.
+    """
+    own = model.state_dict() if own is None else own
+    modules = dict(model.named_modules())
+    missing = tuple(key for key in own if key not in state)
+    unexpected = tuple(key for key in state if key not in own)
+    kept = tuple(key for key in missing if isinstance(_owner(modules, key), _BatchNorm)
+                 and key.endswith("num_batches_tracked"))
+    ignored = tuple(key for key in unexpected if isinstance(_owner(modules, key), FrozenBatchNorm2d)
+                    and key.endswith("num_batches_tracked"))
+    mismatched = tuple((key, tuple(state[key].shape), tuple(own[key].shape)) for key in own
+                       if key in state and tuple(state[key].shape) != tuple(own[key].shape))
+    return KeyFit(missing=missing, unexpected=unexpected, mismatched=mismatched, kept=kept, ignored=ignored,
+                  shared=sum(1 for key in own if key in state))
+
+
+@dataclass(frozen=True)
 class KeyCheck:
     """The outcome of :func:`check_keys`: what to hand to ``load_state_dict`` and what to report."""
 
@@ -114,36 +167,22 @@ class KeyCheck:
 
 def check_keys(model: nn.Module, own: Mapping[str, Tensor], state: Mapping[str, Tensor], *,
                strict: bool, source: str, mapped: bool, dropped: Sequence[str] = ()) -> KeyCheck:
-    """Compare names and shapes before anything is copied; raise one WeightsError listing every problem.
+    """Judge :func:`compare_keys` for a weights load; raise one WeightsError listing every problem.
 
-    Mirrors what ``load_state_dict`` itself tolerates, so the pre-check never refuses what torch
+    Tolerates what ``load_state_dict`` itself tolerates, so the pre-check never refuses what torch
     would load nor lets through what torch would refuse: a BatchNorm's ``num_batches_tracked``
     may be absent (the model keeps its own), and a FrozenBatchNorm2d ignores one that is present.
     """
-    modules = dict(model.named_modules())
-    state = dict(state)
-    common = sum(1 for key in own if key in state)
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
-    kept = tuple(key for key in missing if isinstance(_owner(modules, key), _BatchNorm)
-                 and key.endswith("num_batches_tracked"))
-    ignored = tuple(key for key in unexpected if isinstance(_owner(modules, key), FrozenBatchNorm2d)
-                    and key.endswith("num_batches_tracked"))
-    for key in kept:
-        state[key] = own[key]
-    for key in ignored:
-        del state[key]
-    missing = [key for key in missing if key not in kept]
-    unexpected = [key for key in unexpected if key not in ignored]
-    mismatched = [(key, tuple(state[key].shape), tuple(own[key].shape)) for key in own
-                  if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    if mismatched or (strict and (missing or unexpected)) or (not strict and common == 0 and own):
-        raise WeightsError(_mismatch_message(model, source, missing, unexpected, mismatched,
+    fit = compare_keys(model, state, own)
+    missing = [key for key in fit.missing if key not in fit.kept]
+    unexpected = [key for key in fit.unexpected if key not in fit.ignored]
+    if fit.mismatched or (strict and (missing or unexpected)) or (not strict and fit.shared == 0 and own):
+        raise WeightsError(_mismatch_message(model, source, missing, unexpected, fit.mismatched,
                                              mapped=mapped, strict=strict, dropped=dropped))
-    for key in unexpected:
-        del state[key]
-    return KeyCheck(state=state, missing=tuple(missing), unexpected=tuple(unexpected), kept=kept,
-                    ignored=ignored)
+    loadable = {key: value for key, value in state.items() if key in own}
+    loadable.update((key, own[key]) for key in fit.kept)
+    return KeyCheck(state=loadable, missing=tuple(missing), unexpected=tuple(unexpected), kept=fit.kept,
+                    ignored=fit.ignored)
 
 
 def _owner(modules: Mapping[str, nn.Module], key: str) -> nn.Module | None:

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from vertebra._hub import sha256_of
+from vertebra.weights.cache import sha256_of
 from vertebra.errors import UnknownNameError, VertebraError, WeightsError
 from vertebra.weights import KeyMap, LoadReport, load_weights
 
