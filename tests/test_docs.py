@@ -120,12 +120,14 @@ def _run_bash(block: Block, cwd: Path) -> None:
 
 
 def _run_python(block: Block, namespace: dict) -> None:
+    name = f"{block.where} (python block)"
     try:
-        exec(compile(block.code, f"{block.where} (python block)", "exec"), namespace)
+        exec(compile(block.code, name, "exec"), namespace)
     except Exception as error:
-        trace = "".join(traceback.format_exception(error)[-6:])
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == name]
+        line = block.code.splitlines()[frames[-1].lineno - 1].strip() if frames else "?"
         raise AssertionError(f"{block.where}: the python block raised {type(error).__name__}: {error}\n"
-                             f"{trace}") from error
+                             f"  at its line {frames[-1].lineno if frames else '?'}: {line}") from error
 
 
 def run_page(path: Path, cwd: Path) -> list[str]:
