@@ -169,6 +169,13 @@ def test_docs_pages_exist_and_the_readme_links_them():
         assert f"(docs/{name})" in readme, f"README.md has no link to docs/{name}"
 
 
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_relative_links_point_at_files(path):
+    text = path.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (path.parent / target).exists(), f"{path.name}: link to {target} points at nothing"
+
+
 def test_readme_keeps_the_two_set_up_commands():
     """CI (.ci/run) runs exactly these; the front page must show them verbatim."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
