@@ -1,5 +1,7 @@
 """``vertebra bench`` and its comparison logic: what is gated fails, what is not never does.
 
+The tooling lives with the suite (``benchmarks/_bench_cli.py``, ``benchmarks/_bench_compare.py``), not
+in the installed package; ``vertebra bench`` finds it in a checkout and says so outside one.
 Synthetic pytest-benchmark JSON drives the gate paths (fast); one real ``vertebra bench --quick`` run
 on a single small case proves the suite, the JSON and the table fit together.
 """
@@ -7,16 +9,23 @@ on a single small case proves the suite, the JSON and the table fit together.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from vertebra import cli
-from vertebra._bench_cli import find_benchmarks
-from vertebra._bench_compare import compare, format_summary, load_summary, save_summary, summarize, write_chart
 from vertebra.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "benchmarks") not in sys.path:  # the suite's modules import each other by bare name
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _bench_cli import find_benchmarks  # noqa: E402
+from _bench_compare import compare, format_summary, load_summary, save_summary, summarize, write_chart  # noqa: E402
 
 
 def _bench(name, *, ratio=None, ours_ips=None, median=0.1, metrics=None, group="g"):
@@ -161,6 +170,34 @@ def test_cli_exit_status_follows_the_gate(tmp_path, capsys):
     assert cli.main(["bench", "--from-json", worse, "--compare", base, "--threshold", "0.5"]) == 0
     assert cli.main(["bench", "--from-json", str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_tooling_is_not_in_the_installed_package():
+    package = Path(cli.__file__).resolve().parent
+    for name in ("_bench_cli.py", "_bench_compare.py"):
+        assert not (package / name).exists() and (REPO / "benchmarks" / name).is_file(), name
+    assert cli.checkout_benchmarks() == REPO / "benchmarks"
+
+
+def test_bench_finds_the_checkout_beside_the_package(tmp_path, monkeypatch, capsys):
+    """From any folder, an editable install's ``vertebra bench`` runs the checkout's tooling."""
+    base = _write(tmp_path, "base.json", BASE)
+    monkeypatch.chdir(tmp_path)  # no benchmarks/ here
+    assert cli.main(["bench", "--from-json", base, "--compare", base]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_bench_outside_a_checkout_is_one_clear_error(tmp_path):
+    """An installed package with no checkout around it: one ``error:`` line naming the fix, exit 2."""
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "vertebra", site / "vertebra", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-m", "vertebra", "bench", "--quick"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "vertebra checkout" in lines[0] and str(site) in lines[0] and not done.stdout
 
 
 def test_real_quick_run_of_one_case(tmp_path, capsys, monkeypatch):

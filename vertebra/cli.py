@@ -17,9 +17,10 @@ import os
 import sys
 import warnings
 from importlib import import_module
+from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-__all__ = ["COMMANDS", "Command", "main"]
+__all__ = ["COMMANDS", "Command", "main", "BenchFromCheckout"]
 
 
 class Command(NamedTuple):
@@ -40,7 +41,8 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("vertebra.engine._cli_eval", "evaluate a checkpoint on a config's validation data"),
     "quickstart": Command("vertebra.engine._quickstart",
                           "generate data, then train and evaluate a small detector and segmenter"),
-    "bench": Command("vertebra._bench_cli", "run the benchmarks and compare them with a baseline"),
+    "bench": Command("vertebra.cli:BenchFromCheckout",
+                     "run the benchmarks and compare them with a baseline (from a source checkout)"),
 }
 
 EXIT_ERROR = 2
@@ -88,6 +90,40 @@ def _load(name: str) -> Any:
         if not callable(getattr(handler, hook, None)):
             raise VertebraError(f"the {name!r} command ({COMMANDS[name].target}) has no {hook}() function")
     return handler
+
+
+def checkout_benchmarks() -> Path:
+    """The ``benchmarks/`` folder of a vertebra source checkout: ``./benchmarks``, else the one beside
+    the imported package (an editable install of a checkout).  A wheel ships no benchmarks."""
+    from .errors import VertebraError
+
+    roots = [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for root in roots:
+        if (root / "benchmarks" / "_bench_cli.py").is_file():
+            return root / "benchmarks"
+    raise VertebraError("'vertebra bench' runs the benchmark suite of a source checkout and found none "
+                        f"(no benchmarks/_bench_cli.py under {' or '.join(repr(str(r)) for r in roots)}); "
+                        "run it from a vertebra checkout (git clone, then pip install -e .)")
+
+
+class BenchFromCheckout:
+    """``vertebra bench``: its code lives with the suite it runs (``benchmarks/_bench_cli.py``), so
+    the installed package carries no tooling that works only in a checkout; this loads it from there."""
+
+    @staticmethod
+    def _tool() -> Any:
+        folder = str(checkout_benchmarks())
+        if folder not in sys.path:  # the suite's modules import each other by bare name
+            sys.path.insert(0, folder)
+        return import_module("_bench_cli")
+
+    @staticmethod
+    def configure(parser: argparse.ArgumentParser) -> None:
+        BenchFromCheckout._tool().configure(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        return BenchFromCheckout._tool().run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from ._loader import ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_STRICT, rediscover
 
 __all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS"]
 
-# The environment variables that change what discovery loads (see the README's plugin section).
+# The environment variables that change what discovery loads (see docs/plugins.md).
 PLUGIN_ENV_VARS = (ENV_STRICT, ENV_NO_AUTOLOAD, ENV_DISABLE)
 
 

@@ -14,6 +14,9 @@ What is gated (``compare`` marks these ``REGRESSION`` / ``BELOW``, and ``vertebr
 
 A baseline is the same summary, saved (``benchmarks/baselines/<machine>.json``).  Baselines from a
 different mode (full vs quick sizes) are refused: their numbers do not compare.
+
+This module lives with the suite (``benchmarks/``), not in the installed package: it serves
+``vertebra bench`` (``_bench_cli.py``, beside it), which needs a checkout anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from vertebra.errors import ConfigError
+from vertebra.text import format_table
 
 __all__ = ["summarize", "load_summary", "save_summary", "compare", "Comparison", "format_summary",
            "write_chart", "DEFAULT_THRESHOLD"]
@@ -199,8 +203,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = None) -> str:
     """A readable table: each case's images/s, the references', ratios, GFLOP/s and roofline fraction;
     then metrics; then, with a comparison, the gate verdicts."""
-    from .text import format_table
-
     machine = summary.get("machine", {})
     peaks = ", ".join(f"{key} {value:.0f}" for key, value in (machine.get("matmul_peak_gflops") or {}).items())
     lines = [f"mode: {summary.get('mode')}   cpu: {machine.get('cpu')} ({machine.get('threads')} threads)   "

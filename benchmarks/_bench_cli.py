@@ -7,9 +7,10 @@
     vertebra bench --save benchmarks/baselines/cpu.json --chart bench.png
     vertebra bench --from-json results.json --compare benchmarks/baselines/cpu.json   # compare without re-running
 
-The suite lives in the source tree (``benchmarks/``, pytest-benchmark), not in the installed
-package: run from a checkout, or point ``--benchmarks`` at it.  What is gated, and why ratios rather
-than images/s, is in :mod:`vertebra._bench_compare`.
+This tooling lives with the suite it runs (``benchmarks/``, pytest-benchmark), in the source tree,
+not in the installed package: ``vertebra bench`` (``vertebra.cli``) finds this folder in a checkout
+and loads this module from it.  ``--benchmarks DIR`` runs another copy of the suite.  What is
+gated, and why ratios rather than images/s, is in ``_bench_compare.py`` beside it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._bench_compare import DEFAULT_THRESHOLD, compare, format_summary, load_summary, save_summary, summarize, \
-    write_chart
-from .errors import ConfigError
+from vertebra.errors import ConfigError
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the suite's modules import each other by bare name (see conftest.py)
+    sys.path.insert(0, _HERE)
+
+from _bench_compare import DEFAULT_THRESHOLD, compare, format_summary, load_summary, save_summary, \
+    summarize, write_chart  # noqa: E402
 
 EXIT_REGRESSION = 1
 
@@ -47,8 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default 1; 0 gates the first run)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for the run (default: torch's choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile references (slow on CPU)")
-    parser.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: ./benchmarks, "
-                        "then the one next to the vertebra package in a source checkout)")
+    parser.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder to run (default: ./benchmarks, "
+                        "then the folder holding this tooling)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:
-    """The benchmarks folder: ``explicit``, else ./benchmarks, else the source checkout's."""
-    candidates = [Path(explicit)] if explicit else [Path.cwd() / "benchmarks",
-                                                    Path(__file__).resolve().parent.parent / "benchmarks"]
+    """The benchmarks folder: ``explicit``, else ./benchmarks, else the one this module lives in."""
+    candidates = [Path(explicit)] if explicit else [Path.cwd() / "benchmarks", Path(__file__).resolve().parent]
     for candidate in candidates:
         if (candidate / "conftest.py").is_file():
             return candidate
