@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("plugins", ("vertebra.plugins",)),
     ("inference", ("vertebra.inference", "vertebra._optimize", "vertebra._graph")),
     ("models and weights", ("vertebra.heads", "vertebra.backbones", "vertebra.weights")),
-    ("foundations", ("vertebra.features", "vertebra.validation", "vertebra.lazy", "vertebra.text",
+    ("foundations", ("vertebra.features", "vertebra.validation", "vertebra.lazy", "vertebra.text", "vertebra.atomic",
                      "vertebra.errors", "vertebra.version")),
 )
 

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from vertebra import atomic
 from vertebra.engine import checkpoint
-from vertebra.engine.checkpoint import atomic_open, load_checkpoint, save_atomic
+from vertebra.atomic import atomic_open
+from vertebra.engine.checkpoint import load_checkpoint, save_atomic
 from vertebra.errors import CheckpointError, VertebraError, WeightsError
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "vertebra-test-io-pwned"
@@ -32,7 +34,7 @@ def test_save_atomic_roundtrip_creates_parents_and_leaves_no_temp(tmp_path):
     assert loaded["epoch"] == 3
     assert torch.equal(loaded["rng"], state["rng"])
     assert _leftovers(path.parent, {"last.pt"}) == []
-    assert os.stat(path).st_mode & 0o777 == 0o666 & ~checkpoint._UMASK  # not mkstemp's 0600
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~atomic._UMASK  # not mkstemp's 0600
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -78,7 +80,7 @@ def test_process_killed_mid_write_never_leaves_a_partial_target(tmp_path):
     save_atomic({"epoch": 1}, target)
     script = textwrap.dedent(f"""
         import os
-        from vertebra.engine.checkpoint import atomic_open
+        from vertebra.atomic import atomic_open
         with atomic_open({str(target)!r}) as handle:
             handle.write(b"x" * 100000)
             handle.flush()

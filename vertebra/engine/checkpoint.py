@@ -9,7 +9,7 @@ history (so the curves PNG still covers the whole run after ``--resume``).
 A training run can be killed at any instant (SIGTERM, Ctrl-C, out of memory, a full disk).  If it
 died while ``torch.save`` was halfway through ``last.pth``, a plain write would leave a truncated file
 in place of the last good checkpoint and ``--resume`` nothing to resume from.  So every write here
-(:func:`atomic_open`, :func:`save_atomic`) goes to a temporary file *in the same directory*
+(:func:`vertebra.atomic.atomic_open`, :func:`save_atomic`) goes to a temporary file *in the same directory*
 (``os.replace`` is only atomic within one file system), is flushed and fsync'ed, and then replaces
 the target in one step: readers see the old file or the new one, never a mix.
 
@@ -22,31 +22,26 @@ shape comparison is the weights loader's own (:func:`vertebra.weights.keys.compa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_open
 from ..errors import CheckpointError
 from ..weights.files import describe_load_failure
 from ..weights.keys import compare_keys
 
 __all__ = ["FORMAT", "capture_rng", "restore_rng", "save_training_checkpoint",
-           "load_training_checkpoint", "check_architecture", "unwrap", "atomic_open", "save_atomic",
+           "load_training_checkpoint", "check_architecture", "unwrap", "save_atomic",
            "load_checkpoint"]
 
 PathLike = str | os.PathLike[str]
-
-# mkstemp creates 0600 files; give the final file the permissions a plain open() would have.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 FORMAT = "vertebra-train-checkpoint/1"
 
@@ -89,35 +84,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 # -- files that are either complete or absent -------------------------------------------------
 
-@contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on a clean exit it atomically becomes ``path``.
-
-    If the ``with`` body raises, the temporary file is removed and ``path`` is left untouched,
-    so an existing good file is never replaced by a partial one.  ``mode`` must be a write mode
-    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).
-    """
-    if not mode.startswith("w"):
-        raise ValueError(f"atomic_open writes a whole new file; mode must start with 'w', got {mode!r}")
-    target = Path(path)
-    directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(directory)
-
-
 def save_atomic(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj, path)``, but ``path`` is never left half-written.
 
@@ -156,20 +122,6 @@ def load_checkpoint(path: PathLike, *, map_location: Any = "cpu",
         raise CheckpointError(describe_load_failure(
             source, error, what="checkpoint", remedy="delete it and use an earlier checkpoint or retrain",
             allow="load_checkpoint(..., safe_globals=[...])")) from error
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (the directory entry); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- save / load -----------------------------------------------------------------------------
