@@ -23,6 +23,7 @@ __all__ = [
     "InputError",
     "DataError",
     "CheckpointError",
+    "ArtifactError",
     "suggest",
 ]
 
@@ -97,6 +98,10 @@ class WeightsError(VertebraError, RuntimeError):
 
 class CheckpointError(WeightsError):
     """A training checkpoint that cannot be resumed (corrupt, or from another architecture)."""
+
+
+class ArtifactError(WeightsError):
+    """A model artifact that cannot be used: not an artifact, another format version, damaged."""
 
 
 class InputError(VertebraError, ValueError):

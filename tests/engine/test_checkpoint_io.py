@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from vertebra import atomic
-from vertebra.engine import checkpoint
 from vertebra.atomic import atomic_open
 from vertebra.engine.checkpoint import load_checkpoint, save_atomic
 from vertebra.errors import CheckpointError, VertebraError, WeightsError

@@ -11,7 +11,9 @@ load leaves the model unchanged.  The pieces, one idea each:
 - :mod:`~vertebra.weights.cache`: ``$VERTEBRA_HOME``, the hash check, downloads, offline errors;
 - :mod:`~vertebra.weights.files`: reading a weights file safely (``weights_only=True``);
 - :mod:`~vertebra.weights.keys`: :class:`KeyMap` and the one key/shape fit check;
-- :mod:`~vertebra.weights.loader`: :func:`load_weights` and its :class:`LoadReport`.
+- :mod:`~vertebra.weights.loader`: :func:`load_weights` and its :class:`LoadReport`;
+- :mod:`~vertebra.weights.artifact`: the model artifact (weights + config + class names +
+  preprocessing in one verified safetensors file) that predict and export read.
 
 Names load on first use, so ``from vertebra.weights import WeightsEntry`` imports no torch.
 """
@@ -32,10 +34,15 @@ _HOMES = {
     "get_weights_entry": ".names",
     "cache_dir": ".cache",
     "read_state_dict": ".files",
+    "Artifact": ".artifact",
+    "Preprocessing": ".artifact",
+    "save_artifact": ".artifact",
+    "read_artifact": ".artifact",
 }
 __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .artifact import Artifact, Preprocessing, read_artifact, save_artifact
     from .cache import cache_dir
     from .entry import WeightsEntry, describe_entry
     from .files import read_state_dict

@@ -1,0 +1,191 @@
+"""The model artifact: one file that carries everything inference needs, and nothing executable.
+
+Weights alone are not a usable model: predicting needs the architecture they belong to, what each
+output class means and how training preprocessed its images.  Asking for the training data or
+config at inference time is how a deployed model silently gets the wrong normalisation or labels,
+so an artifact carries them all:
+
+- the model config (``model.config``: ``registry.build_from_config`` rebuilds the architecture),
+- the task and the class names (index ``i`` of the outputs is ``class_names[i]``),
+- the :class:`Preprocessing` of the evaluation transform,
+- the tensors of the state dict, and a SHA-256 over them, checked on every read (a flipped byte
+  in the file is refused instead of loading as a slightly different model),
+- free-form ``metadata`` (where it came from, metrics) for people, never interpreted.
+
+The file is safetensors: raw tensors plus a string header (here JSON), so reading it runs no code,
+unlike a pickle.  ``format`` and ``version`` in the header let a reader refuse a file it does not
+understand, naming both versions, rather than misread it.  Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..atomic import atomic_open
+from ..errors import ArtifactError, ConfigError
+from ..validation import check_choice, check_positive_int
+
+__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "TASKS", "RESIZE_MODES", "Preprocessing", "Artifact",
+           "save_artifact", "read_artifact", "tensor_digest"]
+
+ARTIFACT_FORMAT = "vertebra-model"
+ARTIFACT_VERSION = 1
+TASKS = ("classification", "detection", "instance", "semantic")
+# none: the model takes any size (detectors resize themselves); shorter: the shorter side to
+# ``size``; square: ``size`` x ``size``; shorter_crop: the shorter side to ``size``, then a centre
+# crop of ``crop`` x ``crop`` (torchvision's classification evaluation).
+RESIZE_MODES = ("none", "shorter", "square", "shorter_crop")
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image in ``[0, 1]`` becomes the model's input (the evaluation transform of training)."""
+
+    resize: str = "none"
+    size: int | None = None
+    crop: int | None = None
+    mean: tuple[float, ...] | None = None   # None: the model normalises itself (torchvision detectors)
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.resize, RESIZE_MODES, "preprocessing.resize")
+        if self.resize != "none":
+            check_positive_int(self.size, "preprocessing.size")
+        if self.resize == "shorter_crop":
+            check_positive_int(self.crop, "preprocessing.crop")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("give both mean and std, or neither", path="preprocessing")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            ok = isinstance(values, (list, tuple)) and len(values) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+            if not ok or (name == "std" and min(values) <= 0):
+                raise ConfigError(f"must be 3 finite numbers{' > 0' if name == 'std' else ''}, got {values!r}",
+                                  path=f"preprocessing.{name}")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = list(self.mean) if self.mean is not None else None
+        data["std"] = list(self.std) if self.std is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"must be a mapping, got {type(data).__name__}", path="preprocessing")
+        unknown = set(data) - {"resize", "size", "crop", "mean", "std"}
+        if unknown:
+            raise ConfigError.unknown_keys(unknown, ("resize", "size", "crop", "mean", "std"),
+                                           where="preprocessing", path="preprocessing")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model artifact as read from disk; ``state_dict`` loads strictly into ``build_from_config(config)``."""
+
+    task: str
+    config: dict[str, Any]
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    state_dict: dict[str, Tensor] = field(repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def tensor_digest(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, task: str,
+                  config: Mapping[str, Any] | None = None, class_names: Sequence[str],
+                  preprocessing: Preprocessing, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` (a module, or its state dict with ``config``) as an artifact at ``path``, atomically.
+
+    ``config`` defaults to ``model.config`` (every registry-built model has one).
+    """
+    from safetensors.torch import save
+
+    check_choice(task, TASKS, "task")
+    if config is None:
+        config = getattr(model, "config", None)
+        if not isinstance(config, Mapping):
+            raise ArtifactError("the model has no .config to rebuild it from; build it with vertebra.registry, "
+                                "or pass config=")
+    names = [str(name) for name in class_names]
+    if not names:
+        raise ArtifactError("an artifact needs the class names its outputs mean (class_names is empty)")
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    # safetensors refuses tensors that share memory; clone makes each one its own storage.
+    tensors = {name: value.detach().cpu().clone().contiguous() for name, value in state.items()}
+    header = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "task": task, "config": dict(config),
+              "class_names": names, "preprocessing": preprocessing.to_dict(),
+              "metadata": dict(metadata or {}), "sha256": tensor_digest(tensors)}
+    blob = save(tensors, metadata={"vertebra": json.dumps(header)})
+    target = Path(path)
+    with atomic_open(target, "wb") as handle:
+        handle.write(blob)
+    return target
+
+
+def read_artifact(path: PathLike) -> Artifact:
+    """Read and verify an artifact; every problem is an :class:`ArtifactError` naming the file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ArtifactError(f"model artifact {str(file)!r} does not exist (or is not a file)")
+    header, tensors = _read(file)
+    version = header.get("version")
+    if header.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{str(file)!r} is not a vertebra model artifact (no {ARTIFACT_FORMAT!r} header); "
+                            "training writes one as OUT/model.safetensors")
+    if version != ARTIFACT_VERSION:
+        newer = isinstance(version, int) and version > ARTIFACT_VERSION
+        raise ArtifactError(f"{str(file)!r} is artifact format version {version!r}, this vertebra reads version "
+                            f"{ARTIFACT_VERSION}; " + ("upgrade vertebra" if newer else
+                                                       "re-export it with this vertebra from its checkpoint"))
+    if tensor_digest(tensors) != header.get("sha256"):
+        raise ArtifactError(f"{str(file)!r} is damaged: its tensors do not match the SHA-256 recorded when it "
+                            "was written; copy it again from the original")
+    try:
+        return Artifact(task=check_choice(header["task"], TASKS, "task"), config=dict(header["config"]),
+                        class_names=tuple(str(n) for n in header["class_names"]),
+                        preprocessing=Preprocessing.from_dict(header["preprocessing"]),
+                        state_dict=tensors, metadata=dict(header.get("metadata") or {}))
+    except (KeyError, TypeError, ValueError) as error:  # ConfigError is a ValueError
+        raise ArtifactError(f"{str(file)!r} has a malformed artifact header ({error})") from error
+
+
+def _read(file: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            raw = (handle.metadata() or {}).get("vertebra")
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        header = json.loads(raw) if raw is not None else {}
+    except Exception as error:  # SafetensorError, OSError, JSONDecodeError
+        raise ArtifactError(f"{str(file)!r} is not a readable model artifact ({type(error).__name__}: {error}); "
+                            "copy it again or re-export it") from error
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{str(file)!r} has a malformed artifact header")
+    return header, tensors
