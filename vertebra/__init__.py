@@ -12,12 +12,12 @@ from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# name -> the module it lives in; ``optimize`` is the function (its module is private), never a module
-_HOMES = {"registry": ".registry", "optimize": "._optimize"}
+# name -> the module it lives in; ``optimize`` is the function (vertebra.inference re-exports it), never a module
+_HOMES = {"registry": ".registry", "optimize": ".inference"}
 __all__ = ["registry", "optimize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
-    from ._optimize import optimize
+    from .inference import optimize
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
