@@ -111,7 +111,8 @@ def _fusable_conv(module: nn.Module) -> bool:
 
 
 def fuse_conv_activation(root: nn.Module, skip: set[int], *, prepack: bool) -> int:
-    """Outside the modules whose ids are in ``skip``, replace each plain Conv2d of a Sequential (and the activation right after it) by a FusedConv2d."""
+    """Replace each plain Conv2d of a Sequential (and the activation right after it) by a FusedConv2d,
+    outside the modules whose ids are in ``skip``."""
     fused = 0
     for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential) and id(m) not in skip]:
         names = list(sequential._modules)
