@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from .lazy import lazy_exports, provide
 
-# name -> the module it lives in; ``optimize`` is the function (its module is private), never a module
-_HOMES = {"registry": ".registry", "optimize": "._optimize", "__version__": ".version"}
+# name -> the module it lives in; ``optimize`` is the function (vertebra.inference re-exports it), never a module
+_HOMES = {"registry": ".registry", "optimize": ".inference", "__version__": ".version"}
 __all__ = ["registry", "optimize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
-    from ._optimize import optimize
+    from .inference import optimize
     from .version import __version__
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

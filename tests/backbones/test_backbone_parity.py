@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from vertebra import registry
-from vertebra.backbones import inference_folding
+from vertebra.inference import inference_folding
 from vertebra.backbones._flops import count_macs
 from vertebra.weights import load_weights
 

@@ -60,8 +60,8 @@ def test_drop_path_only_drops_residual_blocks_and_only_in_training():
         torch.testing.assert_close(block(x), block(x))
 
 
-def test_eval_calls_stochastic_depth_only_when_a_hook_waits_on_it():
-    """Eval skips the identity call, as long as nothing would observe it: torchvision always calls it."""
+def test_eval_calls_stochastic_depth_as_torchvision_does():
+    """Stochastic depth is the identity in eval, and still called (as torchvision's blocks do): a hook on it runs."""
     block = next(b for b in _blocks(registry.build_backbone("efficientnet_b0")) if b.use_res_connect).eval()
     x = torch.randn(1, block.block[0][0].in_channels, 8, 8)
     seen = []

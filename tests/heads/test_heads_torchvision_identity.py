@@ -14,7 +14,7 @@ from torchvision.models import segmentation as tvs
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from vertebra import registry
-from vertebra.backbones import inference_folding
+from vertebra.inference import inference_folding
 from vertebra.weights import load_weights
 
 

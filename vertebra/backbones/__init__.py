@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 
-_HOMES = {"Backbone": "._base", "BackboneMeta": "._base", "StridePlan": "._base", "make_divisible": "._base",
-          "inference_folding": "._folding"}
+_HOMES = {"Backbone": "._base", "BackboneMeta": "._base", "StridePlan": "._base", "make_divisible": "._base"}
 __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._base import Backbone, BackboneMeta, StridePlan, make_divisible
-    from ._folding import inference_folding
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

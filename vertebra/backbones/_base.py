@@ -151,10 +151,6 @@ class Backbone(nn.Module):
         # Later layers than the deepest requested tap never run.
         self._last_index = max(spec.index for spec in self.feature_info)
         self._taps = {spec.index: spec.name for spec in self.feature_info}
-        # vertebra.optimize() sets these: run features[:n] one image at a time (see _forward_tiled),
-        # or the whole forward as a fused graph (vertebra/_graph.py) where it applies.
-        self._tiled_entries = 0
-        self._inference_graph = None
 
     # -- the contract -------------------------------------------------------------------------
     @property
@@ -179,19 +175,9 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         self._check_input(x)
-        inference = not (self.training or torch.is_grad_enabled())
-        if self._inference_graph is not None and inference:
-            fused = self._inference_graph(self, x)
-            if fused is not None:
-                return fused
         out: OrderedDict[str, Tensor] = OrderedDict()
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
-        start = 0
-        if self._tiled_entries and inference and not torch.jit.is_tracing() and x.shape[0] > 1:
-            x, start = self._forward_tiled(x, out), self._tiled_entries
         for index, layer in enumerate(self.features):
-            if index < start:
-                continue
             if index > self._last_index:
                 break
             x = checkpoint(layer, x, use_reentrant=False) if use_checkpoint else layer(x)
@@ -199,27 +185,6 @@ class Backbone(nn.Module):
             if name is not None:
                 out[name] = x
         return out
-
-    def _forward_tiled(self, x: Tensor, out: "OrderedDict[str, Tensor]") -> Tensor:
-        """Run the first ``_tiled_entries`` layers image by image; fill their taps into ``out``.
-
-        Why (an inference fast path, set by :func:`vertebra.optimize`): at batch 8 the stride-2 and
-        stride-4 maps are tens of MB each, above glibc's mmap threshold, so every one is freshly
-        mapped and page-faulted on every call (a 38 MB conv output: 15 ms instead of 4).  One image
-        at a time they are a few MB, reused from the allocator's free lists and still warm in cache.
-        """
-        stop = min(self._tiled_entries, self._last_index + 1)
-        tapped: dict[int, list[Tensor]] = {}
-        results = []
-        for image in x.split(1):
-            for index in range(stop):
-                image = self.features[index](image)
-                if index in self._taps:
-                    tapped.setdefault(index, []).append(image)
-            results.append(image)
-        for index in sorted(tapped):
-            out[self._taps[index]] = torch.cat(tapped[index])
-        return torch.cat(results)
 
     def _check_input(self, x: Tensor) -> None:
         if torch.jit.is_tracing() or torch.compiler.is_compiling():

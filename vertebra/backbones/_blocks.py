@@ -6,7 +6,7 @@
   into one full kxk conv.
 
 Blocks take plain arguments (the family file turns its table rows into them) and keep torchvision's
-submodule names — ``block`` (an ``nn.Sequential`` of ``ConvNormActivation`` / ``SqueezeExcitation``
+submodule names — ``block`` (an ``nn.Sequential`` of ``Conv2dNormActivation`` / ``SqueezeExcitation``
 with ``fc1``/``fc2``) and ``stochastic_depth`` — so torchvision checkpoints load without renaming.
 
 ``stride`` and ``dilation`` are what :class:`~vertebra.backbones.StridePlan` hands out; ``residual`` is
@@ -16,63 +16,21 @@ the architecture (and the weights) of the strided original, exactly as torchvisi
 
 from __future__ import annotations
 
-import contextlib
-from contextvars import ContextVar
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable
 
-import torch
 from torch import Tensor, nn
-from torchvision.ops import SqueezeExcitation, StochasticDepth
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
 
 from ._base import make_divisible
-from ._folding import ConvNormActivation, context_value, observed
 
-__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "BlockSqueezeExcitation", "gates_in_place", "NormLayer",
-           "init_weights"]
+__all__ = ["InvertedResidual", "MBConv", "FusedMBConv", "NormLayer", "init_weights"]
 
 NormLayer = Callable[[int], nn.Module]
 
-_GATES_IN_PLACE: ContextVar[bool] = ContextVar("vertebra_gates_in_place", default=False)
-
-
-@contextlib.contextmanager
-def gates_in_place() -> Iterator[None]:
-    """Inside this context (and with autograd off), every :class:`BlockSqueezeExcitation` gates in place.
-
-    For :mod:`vertebra._graph`, which traces a backbone once into a fused inference graph: the trace
-    records ``mul_`` instead of ``mul``.  A context variable, so other threads are unaffected.
-    """
-    with context_value(_GATES_IN_PLACE, True):
-        yield
-
-
-class BlockSqueezeExcitation(SqueezeExcitation):
-    """torchvision's ``SqueezeExcitation`` (same parameters and state_dict) as our blocks use it.
-
-    Inside a block, the SE input is the depthwise conv's fresh output, which nothing else reads, so a
-    traced inference graph may gate it in place (see :func:`gates_in_place`).  Why bother: out of
-    place, oneDNN Graph runs the gate as a separate broadcast ``binary`` primitive that allocates and
-    writes a second expanded map.  Measured on EfficientNet-B0's fused graph (batch 8, 224 px, 2
-    threads, A/B in one process): 5-8% faster with allocator page faults removed, 15-22% with glibc's
-    defaults.  Everywhere else (eager calls, autograd) it is torchvision's out-of-place ``scale * x``,
-    so a forward hook that keeps the depthwise output never sees it change.
-    """
-
-    def forward(self, input: Tensor) -> Tensor:
-        scale = self._scale(input)
-        if _GATES_IN_PLACE.get() and not torch.is_grad_enabled():
-            return input.mul_(scale)
-        return scale * input
-
 
 class _ResidualBlock(nn.Module):
-    """``block(x)`` plus, for residual blocks, stochastic depth and the skip connection.
-
-    Stochastic depth is the identity outside training, so eval skips the call (unless a forward hook
-    waits on it, as torchvision's blocks always call it): the forward pass does no more Python work
-    than torchvision's.
-    """
+    """``block(x)`` plus, for residual blocks, stochastic depth and the skip connection (torchvision's order)."""
 
     def __init__(self, layers: list[nn.Module], out_channels: int, residual: bool, drop_path: float):
         super().__init__()
@@ -84,8 +42,7 @@ class _ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         result = self.block(x)
         if self.use_res_connect:
-            if self.training or observed(self.stochastic_depth):
-                result = self.stochastic_depth(result)
+            result = self.stochastic_depth(result)
             result += x
         return result
 
@@ -103,16 +60,16 @@ class InvertedResidual(_ResidualBlock):
                  norm_layer: NormLayer, residual: bool, drop_path: float = 0.0):
         layers: list[nn.Module] = []
         if expanded_channels != in_channels:
-            layers.append(ConvNormActivation(in_channels, expanded_channels, kernel_size=1,
-                                             norm_layer=norm_layer, activation_layer=activation))
-        layers.append(ConvNormActivation(expanded_channels, expanded_channels, kernel_size=kernel,
-                                         stride=stride, dilation=dilation, groups=expanded_channels,
-                                         norm_layer=norm_layer, activation_layer=activation))
+            layers.append(Conv2dNormActivation(in_channels, expanded_channels, kernel_size=1,
+                                               norm_layer=norm_layer, activation_layer=activation))
+        layers.append(Conv2dNormActivation(expanded_channels, expanded_channels, kernel_size=kernel,
+                                           stride=stride, dilation=dilation, groups=expanded_channels,
+                                           norm_layer=norm_layer, activation_layer=activation))
         if use_se:
             squeeze = make_divisible(expanded_channels // 4, 8)
-            layers.append(BlockSqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
-        layers.append(ConvNormActivation(expanded_channels, out_channels, kernel_size=1,
-                                         norm_layer=norm_layer, activation_layer=None))
+            layers.append(SqueezeExcitation(expanded_channels, squeeze, scale_activation=nn.Hardsigmoid))
+        layers.append(Conv2dNormActivation(expanded_channels, out_channels, kernel_size=1,
+                                           norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
 
 
@@ -128,15 +85,15 @@ class MBConv(_ResidualBlock):
         expanded = make_divisible(in_channels * expand_ratio, 8)
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(ConvNormActivation(in_channels, expanded, kernel_size=1,
-                                             norm_layer=norm_layer, activation_layer=nn.SiLU))
-        layers.append(ConvNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
-                                         dilation=dilation, groups=expanded,
-                                         norm_layer=norm_layer, activation_layer=nn.SiLU))
-        layers.append(BlockSqueezeExcitation(expanded, max(1, in_channels // 4),
-                                             activation=partial(nn.SiLU, inplace=True)))
-        layers.append(ConvNormActivation(expanded, out_channels, kernel_size=1,
-                                         norm_layer=norm_layer, activation_layer=None))
+            layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1,
+                                               norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
+                                           dilation=dilation, groups=expanded,
+                                           norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(SqueezeExcitation(expanded, max(1, in_channels // 4),
+                                        activation=partial(nn.SiLU, inplace=True)))
+        layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1,
+                                           norm_layer=norm_layer, activation_layer=None))
         super().__init__(layers, out_channels, residual, drop_path)
 
 
@@ -152,15 +109,15 @@ class FusedMBConv(_ResidualBlock):
         expanded = make_divisible(in_channels * expand_ratio, 8)
         if expanded != in_channels:
             layers = [
-                ConvNormActivation(in_channels, expanded, kernel_size=kernel, stride=stride,
-                                   dilation=dilation, norm_layer=norm_layer, activation_layer=nn.SiLU),
-                ConvNormActivation(expanded, out_channels, kernel_size=1,
-                                   norm_layer=norm_layer, activation_layer=None),
+                Conv2dNormActivation(in_channels, expanded, kernel_size=kernel, stride=stride,
+                                     dilation=dilation, norm_layer=norm_layer, activation_layer=nn.SiLU),
+                Conv2dNormActivation(expanded, out_channels, kernel_size=1,
+                                     norm_layer=norm_layer, activation_layer=None),
             ]
         else:
-            layers = [ConvNormActivation(in_channels, out_channels, kernel_size=kernel, stride=stride,
-                                         dilation=dilation, norm_layer=norm_layer,
-                                         activation_layer=nn.SiLU)]
+            layers = [Conv2dNormActivation(in_channels, out_channels, kernel_size=kernel, stride=stride,
+                                           dilation=dilation, norm_layer=norm_layer,
+                                           activation_layer=nn.SiLU)]
         super().__init__(layers, out_channels, residual, drop_path)
 
 

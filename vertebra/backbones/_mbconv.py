@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
 from ._base import FeaturesBuilder, make_divisible
 from ._blocks import FusedMBConv, MBConv, NormLayer
-from ._folding import ConvNormActivation
 
 __all__ = ["Stage", "build_features"]
 
@@ -54,8 +54,8 @@ def build_features(stages: Sequence[Stage], *, head_channels: int | None, norm_l
     builder = FeaturesBuilder(output_stride)
     stride, _ = builder.step(2)
     channels = width(stages[0].in_channels)
-    builder.append(ConvNormActivation(3, channels, kernel_size=3, stride=stride, norm_layer=norm_layer,
-                                      activation_layer=nn.SiLU), channels)
+    builder.append(Conv2dNormActivation(3, channels, kernel_size=3, stride=stride, norm_layer=norm_layer,
+                                        activation_layer=nn.SiLU), channels)
     index = 0
     for stage, count in zip(stages, repeats):
         out = width(stage.out_channels)
@@ -71,7 +71,7 @@ def build_features(stages: Sequence[Stage], *, head_channels: int | None, norm_l
             index += 1
         builder.append(nn.Sequential(*blocks), out)
     head = head_channels if head_channels is not None else 4 * channels
-    builder.append(ConvNormActivation(channels, head, kernel_size=1, norm_layer=norm_layer,
-                                      activation_layer=nn.SiLU), head)
+    builder.append(Conv2dNormActivation(channels, head, kernel_size=1, norm_layer=norm_layer,
+                                        activation_layer=nn.SiLU), head)
     return builder
 

@@ -22,13 +22,13 @@ from functools import partial
 from typing import Sequence
 
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
 from ..errors import ConfigError
 from ..features import FeatureSpec
 from ..validation import check_choice, check_range
 from ._base import Backbone, BackboneMeta, FeaturesBuilder, make_divisible
 from ._blocks import InvertedResidual, init_weights
-from ._folding import ConvNormActivation
 
 __all__ = ["mobilenet_v3_large", "mobilenet_v3_small"]
 
@@ -118,8 +118,8 @@ def _mobilenet_v3(arch: str, table, *, out_indices: Sequence[int] | None, output
     builder = FeaturesBuilder(output_stride)
     stride, _ = builder.step(2)
     channels = width(stem)
-    builder.append(ConvNormActivation(3, channels, kernel_size=3, stride=stride, norm_layer=_NORM,
-                                      activation_layer=nn.Hardswish), channels)
+    builder.append(Conv2dNormActivation(3, channels, kernel_size=3, stride=stride, norm_layer=_NORM,
+                                        activation_layer=nn.Hardswish), channels)
     for i, row in enumerate(rows):
         out = width(row.out)
         stride, dilation = builder.step(row.stride)
@@ -128,8 +128,8 @@ def _mobilenet_v3(arch: str, table, *, out_indices: Sequence[int] | None, output
             use_se=row.se, activation=_ACTIVATIONS[row.nl], norm_layer=_NORM,
             residual=row.stride == 1 and channels == out, drop_path=drop_path_rate * i / len(rows)), out)
         channels = out
-    builder.append(ConvNormActivation(channels, 6 * channels, kernel_size=1, norm_layer=_NORM,
-                                      activation_layer=nn.Hardswish), 6 * channels)
+    builder.append(Conv2dNormActivation(channels, 6 * channels, kernel_size=1, norm_layer=_NORM,
+                                        activation_layer=nn.Hardswish), 6 * channels)
 
     levels = builder.last_of_each_stride() if preset == "default" else _torchvision_levels(builder)
     paper = _PAPER[arch] if width_mult == 1.0 and not reduced_tail else {}

@@ -33,7 +33,6 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from ..errors import IncompatibleError
-from ._atrous import skip_padding_taps
 from ._base import Requirements, requires
 from ._levels import feature_info_of, shallowest_with_stride
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
@@ -153,7 +152,6 @@ def deeplabv3(backbone: nn.Module, *, num_classes: int = 21, output_stride: int 
         aux = shallowest_with_stride(info, 8, "deeplabv3", "auxiliary")
         aux_classifier, aux_level = FCNHead(aux.channels, num_classes), aux.name
     head = DeepLabHead(out.channels, num_classes, rates)
-    skip_padding_taps(head)  # the ASPP branches whose rate exceeds the map: see heads/_atrous.py
     model = DeepLabV3(backbone, head, out.name, aux_classifier, aux_level)
     model.weights_key_map = torchvision_dense_key_map()
     return model

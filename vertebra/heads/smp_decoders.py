@@ -37,7 +37,6 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, IncompatibleError, InputError
 from ..features import FeatureSpec
-from ._atrous import skip_padding_taps
 from ._base import Requirements, requires
 from ._levels import deepest_per_stride, feature_info_of
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
@@ -183,7 +182,6 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
     decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
                                    out_channels=decoder_channels, atrous_rates=rates, output_stride=output_stride,
                                    aspp_separable=aspp_separable, aspp_dropout=aspp_dropout)
-    skip_padding_taps(decoder)  # ASPP rates past the map's size: see heads/_atrous.py
     return _model("deeplabv3plus", backbone, levels, decoder, decoder_channels, num_classes, divisor=output_stride)
 
 

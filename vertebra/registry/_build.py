@@ -149,7 +149,7 @@ def _model_parts(config: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
 
 def _build_backbone(name: Any, kwargs: Mapping[str, Any], *, weights: Any, path: str | None):
     entry = catalog().lookup("backbone", name)
-    module = _make_backbone(entry, dict(kwargs), path=path, meta=False)
+    module = _attach_eager(_make_backbone(entry, dict(kwargs), path=path, meta=False))
     _set_config(module, {"name": name, **copy.deepcopy(dict(kwargs))})
     if weights is not None:
         _load_weights(module, weights)
@@ -187,6 +187,7 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     model = call_factory(head_entry.factory, (module,), head_kwargs, where=f"head {head!r}", path=path,
                          signature=head_signature)
     _check_module(model, head_entry, "head builder")
+    _attach_eager(model)
     _set_config(model, {"head": head, "backbone": copy.deepcopy(module.config), **copy.deepcopy(head_kwargs)})
     if weights is not None:
         _load_weights(model, weights)
@@ -318,6 +319,13 @@ def _check_module(module: Any, entry: Entry, what: str) -> None:
     if not isinstance(module, nn.Module):
         raise PluginError(f"{what} {entry.qualified_name!r} from {entry.source} returned a "
                           f"{type(module).__name__}, not a torch.nn.Module")
+
+
+def _attach_eager(module: Any) -> Any:
+    """The eager inference speed-ups (BatchNorm folding, the ASPP shortcut), attached in place."""
+    from ..inference import attach_eager
+
+    return attach_eager(module)
 
 
 def _set_config(module: Any, config: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the vertebra.optimize tests (test_optimize.py, test_optimize_graph.py)."""
+"""Helpers shared by the vertebra.optimize tests (tests/inference/test_optimize*.py)."""
 
 from __future__ import annotations
 

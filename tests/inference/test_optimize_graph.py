@@ -8,16 +8,19 @@ output would not test the fused kernels.  ``_fusion_groups`` checks that fusion 
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 from vertebra import registry
-from vertebra._graph import InferenceGraph, graph_available
-from vertebra._optimize import FusedConv2d, optimize
-from vertebra.backbones._blocks import BlockSqueezeExcitation, gates_in_place
+from vertebra.inference import optimize
+from vertebra.inference.backbone import FastBackbone
+from vertebra.inference.fusion import FusedConv2d
+from vertebra.inference.graph import InferenceGraph, InPlaceSqueezeExcitation, gates_in_place, graph_available
 from optimize_support import assert_same, randomize_norms, settled
 
 pytestmark = pytest.mark.skipif(not graph_available(), reason="this torch build has no oneDNN Graph fuser")
@@ -54,28 +57,52 @@ def test_graph_backbone_matches_and_is_fused(name, output_stride):
 
 def test_block_squeeze_excitation_gates_in_place_only_inside_the_traced_graph():
     backbone = randomize_norms(registry.build_backbone("efficientnet_b0")).eval()
-    gates = [m for m in backbone.modules() if isinstance(m, BlockSqueezeExcitation)]
+    gates = [m for m in backbone.modules() if isinstance(m, SqueezeExcitation)]
     assert len(gates) == 16  # one per MBConv block
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = backbone(x)
-    actual = settled(optimize(backbone), x)
+    fast = optimize(backbone)
+    actual = settled(fast, x)
     assert str(torch.jit.last_executed_optimized_graph()).count("aten::mul_") == len(gates)
     assert_same(actual, expected)
+    assert all(type(m) is SqueezeExcitation for m in fast.modules() if isinstance(m, SqueezeExcitation))
 
     gate = gates[3]
     features = torch.rand(2, gate.fc1.in_channels, 8, 8)
     kept = features.clone()
     with torch.no_grad():  # an eager call: torchvision's out-of-place gate, a hook's tensor stays intact
         assert gate(features).data_ptr() != features.data_ptr()
-    with torch.enable_grad(), gates_in_place():  # autograd needs the input: never in place
-        assert gate(features).data_ptr() != features.data_ptr()
-    assert torch.equal(features, kept)
-    with torch.no_grad(), gates_in_place():
-        out = gate(features)
-        expected_gate = gate._scale(kept) * kept
+    with gates_in_place(backbone):
+        assert type(gate) is InPlaceSqueezeExcitation
+        with torch.enable_grad():  # autograd needs the input: never in place
+            assert gate(features).data_ptr() != features.data_ptr()
+        other_thread = []
+        with torch.no_grad():
+            worker = threading.Thread(target=lambda: other_thread.append(gate(features).data_ptr()))
+            worker.start()
+            worker.join()
+        assert other_thread and other_thread[0] != features.data_ptr()  # the context is this thread's only
+        assert torch.equal(features, kept)
+        with torch.no_grad():
+            out = gate(features)
+            expected_gate = gate._scale(kept) * kept
+    assert type(gate) is SqueezeExcitation  # restored after the context
     assert out.data_ptr() == features.data_ptr()  # gated in place: the same storage
     torch.testing.assert_close(out, expected_gate)
+
+
+def test_only_gates_whose_input_is_a_fresh_conv_output_go_in_place():
+    """An SE whose input the caller may still read (first in its Sequential, or after an Identity) stays
+    out of place even while tracing."""
+    first = nn.Sequential(SqueezeExcitation(8, 2), Conv2dNormActivation(8, 8, 1))
+    after_identity = nn.Sequential(nn.Identity(), SqueezeExcitation(8, 2))
+    after_conv = nn.Sequential(Conv2dNormActivation(8, 8, 1), SqueezeExcitation(8, 2))
+    model = nn.Sequential(first, after_identity, after_conv)
+    with gates_in_place(model):
+        assert [type(m[i]) for m, i in ((first, 0), (after_identity, 1), (after_conv, 1))] == [
+            SqueezeExcitation, SqueezeExcitation, InPlaceSqueezeExcitation]
+    assert type(after_conv[1]) is SqueezeExcitation
 
 
 def test_forward_hooks_inside_the_backbone_run_because_it_goes_eager_while_they_exist():
@@ -238,9 +265,9 @@ def test_heads_outside_the_graph_still_get_the_eager_rewrites():
 
 def test_compile_and_the_switch_leave_backbones_eager():
     backbone = registry.build_backbone("mobilenet_v3_small").eval()
-    assert optimize(backbone, graph=False)._inference_graph is None
+    assert getattr(optimize(backbone, graph=False), "_inference_graph", None) is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compiled = optimize(backbone, compile={"backend": "eager"})
     assert compiled.optimization_report["graph_backbones"] == 0
-    assert compiled._orig_mod._inference_graph is None
+    assert not isinstance(compiled._orig_mod, FastBackbone)  # neither graph nor tiling attached

@@ -1,4 +1,4 @@
-"""BatchNorm folding at inference (``vertebra.backbones._folding``): when it runs, and that it is right.
+"""BatchNorm folding at inference (``vertebra.inference.folding``): when it runs, and that it is right.
 
 "Right" is measured against a float64 run of the same weights: the folded float32 network must be
 no further from it than the unfolded float32 network (torchvision's arithmetic) is, up to a small
@@ -17,8 +17,8 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from vertebra import registry
-from vertebra.backbones import inference_folding
-from vertebra.backbones._folding import ConvNormActivation
+from vertebra.inference import inference_folding
+from vertebra.inference.folding import FoldingConv2dNormActivation
 
 FAMILIES = ["efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_large", "mobilenet_v3_small"]
 
@@ -164,8 +164,8 @@ def test_frozen_batchnorm_folds_too(batchnorm_calls):
 
 
 def test_layers_without_running_statistics_are_left_alone():
-    layer = ConvNormActivation(4, 8, kernel_size=3,
-                               norm_layer=lambda c: nn.BatchNorm2d(c, track_running_stats=False)).eval()
+    layer = FoldingConv2dNormActivation(4, 8, kernel_size=3,
+                                        norm_layer=lambda c: nn.BatchNorm2d(c, track_running_stats=False)).eval()
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         got = layer(x)
@@ -189,14 +189,14 @@ def test_switch_is_scoped_to_the_thread_and_checks_its_argument():
 
 
 def _folding_enabled() -> bool:
-    from vertebra.backbones._folding import _FOLDING
+    from vertebra.inference.folding import _FOLDING
     return _FOLDING.get()
 
 
 def test_state_dict_keys_are_torchvisions():
     """The subclass adds no state: conv ``0``, norm ``1``, exactly as ``Conv2dNormActivation``."""
     from torchvision.ops import Conv2dNormActivation
-    ours = ConvNormActivation(3, 8, kernel_size=3)
+    ours = FoldingConv2dNormActivation(3, 8, kernel_size=3)
     theirs = Conv2dNormActivation(3, 8, kernel_size=3)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict(), strict=True)

@@ -11,8 +11,9 @@ with zeros).
 Why it matters: DeepLabV3's ASPP uses rates 12, 24 and 36 on the stride-16 map, which is 14x14 for a
 224 px input, so two of its three 960->256 (MobileNetV3) or 320->256 (EfficientNet) 3x3 branches
 read nothing but their centre tap, and all three do at 192 px and below.  oneDNN skips part of the
-padded work on its own, but not all of it: at batch 4 the rate-24 branch takes 3.3 ms as a 3x3
-convolution and 1.9 ms as the equivalent 1x1 (2-core AMD EPYC).
+padded work on its own, but not all of it, so the equivalent 1x1 convolution is clearly faster
+(benchmarks/README.md has the measurement).  :func:`vertebra.inference.attach_eager` applies
+:func:`skip_padding_taps` to the ASPP modules of a model (the registry does it for every model).
 
 The shortcut is taken per call, from the input's size, and only in eager execution: a tracer, a
 scripted or exported graph must stay correct for other input sizes, so they see the plain convolution.
@@ -32,7 +33,7 @@ class AtrousConv2d(nn.Conv2d):
     only read zero padding for the current input size (see the module docstring)."""
 
     # Its output is still a convolution by ``weight`` and ``bias``: vertebra.optimize may fold a
-    # following BatchNorm into them (see vertebra.backbones._folding.foldable).
+    # following BatchNorm into them (see vertebra.inference.folding.foldable).
     folds_as_conv2d = True
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

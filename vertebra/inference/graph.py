@@ -5,33 +5,32 @@ early-stage maps are larger than the cache, so MBConv blocks are memory-bound.  
 "LLGA" fuser behind ``torch.jit.enable_onednn_fusion``) compiles partitions of a frozen graph into
 fused kernels: convolution + bias + activation and the residual add run inside the convolutions'
 kernels, and a 1x1 expansion is fused with the 3x3 depthwise conv after it.  The squeeze-and-
-excitation gate is not fused (oneDNN runs it as a broadcast multiply into a new buffer), so
-vertebra's own SE blocks are traced gating in place: their input is a fresh depthwise output that
-nothing else reads (:class:`~vertebra.backbones._blocks.BlockSqueezeExcitation`).  Measured on
-EfficientNet-B0, batch 8, 224 px, 2 threads (``benchmarks/test_throughput.py::test_optimized_inference``):
-1.50x torchvision's eager model with allocator page faults removed, 1.56x with glibc's defaults
-(MobileNetV3-Large 1.77x and 1.61x), where the eager rewrites of ``_optimize.py`` reach 1.0-1.25x
-and ``torch.compile`` (with or without inductor's freezing) about 1.1x.
+excitation gate is not fused (oneDNN runs it as a broadcast multiply into a new buffer), so while
+tracing, the SE modules whose input is a convolution's fresh output are swapped for
+:class:`InPlaceSqueezeExcitation` and the trace gates in place (:func:`gates_in_place`).  This is
+the largest of vertebra's CPU speed-ups, well ahead of the eager rewrites of
+:mod:`vertebra.inference.optimize` and of ``torch.compile`` (benchmarks/README.md has the figures).
 
 Choices, each for correctness first:
 
 * **One graph per input signature** (shape, layout, weights): a trace records one path through the
   Python code, so a backbone with shape-dependent Python would be wrong for another shape.  A new
-  shape costs one trace (about a second for EfficientNet-B0); the cache keeps the last four.  Inputs
-  that cycle through more shapes than that would retrace on every call (seen: 0.6 s instead of 60 ms
-  per batch), so after ``2 * max_graphs`` evictions the backbone goes back to eager, with a warning.
+  shape costs one trace; the cache keeps the last four.  Inputs that cycle through more shapes than
+  that would retrace on every call (an order of magnitude slower than eager), so after
+  ``2 * max_graphs`` evictions the backbone goes back to eager, with a warning.
 * **Weights are checked on every call** (every parameter's and buffer's storage and version counter),
   so loading new weights after ``optimize()`` (``load_state_dict``, in-place edits, ``.to()``) drops
   the cached graphs and retraces instead of running stale frozen constants.  The tensors are listed
-  once (listing them per call would cost 1.4 ms on EfficientNet-B0; reading their counters costs
-  60 us): a Parameter *object* or submodule swapped in afterwards is not seen; optimize the edited
-  model again instead.
+  once (listing them per call costs far more than reading their counters): a Parameter *object* or
+  submodule swapped in afterwards is not seen; optimize the edited model again instead.
 * **A trace that warns is not used**: ``TracerWarning`` means the trace may depend on values; the
   backbone then stays eager (with one warning saying so).  So does a backbone that fails to trace.
 * **The fusion switch is global in torch**, so it is turned on only around the graph's own calls and
   restored after.
 * **Forward hooks run**: a graph would skip hooks registered on the backbone's submodules (or
-  globally), so while any exist the backbone runs eagerly (checked per call, 30 us on EfficientNet-B0).
+  globally), so while any exist the backbone runs eagerly (checked per call; cheap).
+* **The in-place gate is scoped**: the SE classes are swapped only for the trace and restored after,
+  and even then gate in place only in the tracing thread, with autograd off.
 
 TorchScript is deprecated in recent torch (its ``FutureWarning`` is silenced here, where we chose
 it knowingly); where tracing is unavailable the backbone simply runs eagerly.
@@ -42,23 +41,70 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from .backbones._blocks import gates_in_place
-from .backbones._folding import observed
+from .folding import context_value, observed
 
-__all__ = ["InferenceGraph", "graph_available"]
+__all__ = ["InferenceGraph", "InPlaceSqueezeExcitation", "gates_in_place", "graph_available"]
 
 _MAX_GRAPHS = 4
+_GATES_IN_PLACE: ContextVar[bool] = ContextVar("vertebra_gates_in_place", default=False)
 
 
 def graph_available() -> bool:
     """Whether this torch build can fuse traced graphs with oneDNN (CPU builds with mkldnn)."""
     return (torch.backends.mkldnn.is_available() and hasattr(torch.jit, "enable_onednn_fusion")
             and hasattr(torch.jit, "freeze"))
+
+
+class InPlaceSqueezeExcitation(SqueezeExcitation):
+    """torchvision's ``SqueezeExcitation`` (same parameters and state_dict) that a trace records gating in place.
+
+    Why: out of place, oneDNN Graph runs the gate as a separate broadcast ``binary`` primitive that
+    allocates and writes a second expanded map.  In place is safe only where the SE input is a fresh
+    map that nothing else reads, which :func:`gates_in_place` checks before swapping a module's class
+    to this one.  Outside that context (another thread, autograd on) it is torchvision's out-of-place
+    ``scale * x``.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        scale = self._scale(input)
+        if _GATES_IN_PLACE.get() and not torch.is_grad_enabled():
+            return input.mul_(scale)
+        return scale * input
+
+
+def _fresh_input_gates(backbone: nn.Module) -> list[SqueezeExcitation]:
+    """torchvision SE modules right after a ``Conv2dNormActivation`` in an ``nn.Sequential``: their
+    input is that convolution's fresh output, which nothing but the SE reads (vertebra's MBConv and
+    MobileNetV3 blocks: the depthwise conv, then SE)."""
+    gates = []
+    for sequential in backbone.modules():
+        if isinstance(sequential, nn.Sequential):
+            children = list(sequential.children())
+            gates.extend(gate for before, gate in zip(children, children[1:])
+                         if type(gate) is SqueezeExcitation and isinstance(before, Conv2dNormActivation))
+    return gates
+
+
+@contextmanager
+def gates_in_place(backbone: nn.Module) -> Iterator[None]:
+    """Inside this context, in this thread and with autograd off, ``backbone``'s SE gates whose input
+    is fresh (see :func:`_fresh_input_gates`) multiply in place; their classes are restored after."""
+    gates = _fresh_input_gates(backbone)
+    for gate in gates:
+        gate.__class__ = InPlaceSqueezeExcitation  # behaviour only: no state of its own
+    try:
+        with context_value(_GATES_IN_PLACE, True):
+            yield
+    finally:
+        for gate in gates:
+            gate.__class__ = SqueezeExcitation
 
 
 @contextmanager
@@ -80,7 +126,7 @@ def _weights_key(tensors: list[Tensor]) -> tuple:
 
 
 class InferenceGraph:
-    """A backbone's cache of fused graphs; ``Backbone.forward`` asks it first (see :meth:`__call__`).
+    """A backbone's cache of fused graphs; the optimized backbone's forward asks it first (see :meth:`__call__`).
 
     Not an ``nn.Module`` on purpose: it holds no weights of its own (the frozen graphs are a cache), so
     it never appears in ``state_dict()``, ``modules()`` or a copy.
@@ -140,7 +186,7 @@ class InferenceGraph:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                with torch.no_grad(), gates_in_place():  # vertebra's SE blocks: see BlockSqueezeExcitation
+                with torch.no_grad(), gates_in_place(backbone):  # see InPlaceSqueezeExcitation
                     traced = torch.jit.trace(backbone, x, strict=False, check_trace=False)
                     graph = torch.jit.freeze(traced.eval())
             except Exception as error:  # noqa: BLE001 - any failure means: stay eager, say why

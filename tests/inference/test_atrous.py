@@ -1,4 +1,4 @@
-"""Atrous convolutions that skip padding-only taps (``vertebra.heads._atrous``): same values, same
+"""Atrous convolutions that skip padding-only taps (``vertebra.inference.atrous``): same values, same
 gradients, same state; and graphs recorded at one size stay right at another."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from vertebra import registry
-from vertebra.heads._atrous import AtrousConv2d, skip_padding_taps
+from vertebra.inference.atrous import AtrousConv2d, skip_padding_taps
 
 
 def _pair(**conv_kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:

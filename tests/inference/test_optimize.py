@@ -18,7 +18,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 import vertebra
 from vertebra import registry
 from vertebra.errors import ConfigError, VertebraError
-from vertebra._optimize import FusedConv2d, SqueezeExciteProject, optimize
+from vertebra.inference import optimize
+from vertebra.inference.fusion import FusedConv2d, SqueezeExciteProject
 from optimize_support import assert_same, randomize_norms, settled
 
 SIZE = 64
@@ -61,7 +62,7 @@ def test_tiled_early_stages_give_every_level_of_the_whole_batch(name):
     tiled, whole = optimize(backbone, graph=False), optimize(backbone, tile=False, graph=False)
     assert (tiled.optimization_report["tiled_backbones"], whole.optimization_report["tiled_backbones"]) == (1, 0)
     c2 = backbone.feature_info[backbone.feature_info.names().index("C2")]
-    assert tiled._tiled_entries == c2.index + 1 and whole._tiled_entries == 0
+    assert tiled._tiled_entries == c2.index + 1 and getattr(whole, "_tiled_entries", 0) == 0
     calls = []
     tiled.features[0].register_forward_hook(lambda module, args, output: calls.append(output.shape[0]))
     with torch.no_grad():
@@ -287,10 +288,12 @@ def test_bad_arguments_are_refused(bad):
 
 
 def test_package_attribute_is_the_function():
-    """``vertebra.optimize`` is the function, also after its (private) module was imported."""
-    import vertebra._optimize  # noqa: F401  (a submodule import must not shadow the function)
+    """``vertebra.optimize`` (and ``vertebra.inference.optimize``) is the function, also after its
+    module ``vertebra/inference/optimize.py`` was imported."""
+    import vertebra.inference.optimize  # noqa: F401  (a submodule import must not shadow the function)
+    from vertebra import inference
 
-    assert vertebra.optimize is optimize
+    assert vertebra.optimize is optimize and inference.optimize is optimize
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
     assert _count(vertebra.optimize(model), nn.BatchNorm2d) == 0
 
