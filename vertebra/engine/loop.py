@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError
+from ..norms import set_batchnorm
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_dict, parse_config
 from .distributed import (DistInfo, EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier,
@@ -62,13 +63,6 @@ def _checksum(model: nn.Module) -> float:
                          for index, p in enumerate(model.parameters())))
 
 
-def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
-    """A training setting, not architecture: the state_dict is unchanged."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
-            module.momentum = momentum
-
-
 class _Run:
     """State of one training run; ``train()`` is the public face."""
 
@@ -87,7 +81,7 @@ class _Run:
         self.task: Task = make_task(config.task, self.bundle, self.device, config.channels_last)
         self.model = build_model(config, self.bundle).to(self.device)
         if config.bn_momentum is not None:
-            _set_bn_momentum(self.model, config.bn_momentum)
+            set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.amp = amp_dtype(config.amp, self.device)
