@@ -40,7 +40,7 @@ from ..features import FeatureSpec
 from ._atrous import skip_padding_taps
 from ._base import Requirements, requires
 from ._levels import deepest_per_stride, feature_info_of
-from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
 
 
 __all__ = ["unet", "fpn", "deeplabv3plus", "upernet"]
@@ -136,7 +136,7 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
     check_positive_int(pyramid_channels, "pyramid_channels")
     check_positive_int(segmentation_channels, "segmentation_channels", minimum=32)  # GroupNorm(32, ...)
     check_choice(merge_policy, ("add", "cat"), "merge_policy")
-    _check_probability(dropout, "dropout")
+    check_range(dropout, "dropout", low=0, high=1)
     levels = [spec for spec in _levels(backbone) if spec.stride in (4, 8, 16, 32)]
     decoder = FPNDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
                          pyramid_channels=pyramid_channels, segmentation_channels=segmentation_channels,
@@ -168,7 +168,7 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
     check_positive_int(decoder_channels, "decoder_channels")
     rates = check_int_list(atrous_rates, "atrous_rates", length=3)
     check_bool(aspp_separable, "aspp_separable")
-    _check_probability(aspp_dropout, "aspp_dropout")
+    check_range(aspp_dropout, "aspp_dropout", low=0, high=1)
     levels = _levels(backbone)
     # smp's decoder reads features[2] (stride 4) and features[-1] (the deepest level).
     decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
@@ -207,8 +207,3 @@ def _backbone_in_channels(backbone: nn.Module) -> int:
     """Channels of the stride-1 entry (the input image) in smp's feature list."""
     return int(getattr(backbone, "in_channels", 3))
 
-
-def _check_probability(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"must be a number in [0, 1), got {value!r}", path=name)
-    return float(value)
