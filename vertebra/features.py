@@ -5,7 +5,7 @@ channel counts and strides are exactly its ``feature_info`` (a :class:`FeatureIn
 only this, never a backbone class, so a third-party backbone works under every head for free.
 
 :class:`BackboneProtocol` writes down everything a head reads off a backbone, and
-:class:`FreezableBackbone` the two members more that a head's ``trainable_layers`` option uses;
+:class:`FreezableBackbone` the two more members a head's ``trainable_layers`` option uses;
 ``vertebra.backbones.Backbone`` satisfies both.  This module imports no torch, so the registry
 can describe the contract without loading it.
 """

@@ -75,7 +75,7 @@ def requires(func: Callable[..., Requirements]) -> Callable[[Callable], Callable
                 backbone, options = _split_arguments(signature, args, kwargs)
             except TypeError:  # a malformed call: let the builder itself say what is wrong
                 return builder(*args, **kwargs)
-            check_requirements(func(**options), backbone, head=builder.__name__)
+            check_requirements(requirements_of(checked, **options), backbone, head=builder.__name__)
             return builder(*args, **kwargs)
 
         checked.vertebra_requirements = func
