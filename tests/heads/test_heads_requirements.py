@@ -109,3 +109,12 @@ def test_named_levels_are_a_requirement():
         backbone = registry.build_backbone("mobilenet_v3_small", out_indices=[0, 1, 2])
     problem = _base.requirements_problem(requirements, backbone, head="fasterrcnn_fpn")
     assert "reads level(s) 'C5', 'C4'" in problem and "include them in backbone.out_indices" in problem
+
+
+@pytest.mark.parametrize("head, option", [("lraspp", {"preset": "tv"}), ("fasterrcnn_fpn", {"levels": ["C4", "C4"]})])
+def test_options_the_requirements_validate_keep_the_config_path(head, option):
+    from vertebra.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        registry.build_from_config({"head": head, "backbone": "mobilenet_v3_small", **option}, path="model")
+    assert info.value.path == f"model.{next(iter(option))}"
