@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from vertebra import registry
 from vertebra.backbones import Backbone
-from vertebra.features import FeatureInfo
+from vertebra.features import BackboneProtocol, FeatureInfo, FreezableBackbone
 
 BACKBONES = registry.list_backbones()
 SMALLEST = ["efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small"]
@@ -45,6 +45,26 @@ def test_every_family_is_registered():
     for name in ["efficientnet", *(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s",
                  "efficientnet_v2_m", "efficientnet_v2_l", "mobilenet_v3_large", "mobilenet_v3_small"]:
         assert name in BACKBONES
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_every_backbone_satisfies_the_protocol_heads_rely_on(name):
+    backbone = _cached_meta_backbone(name, 32)
+    assert isinstance(backbone, BackboneProtocol) and isinstance(backbone, FreezableBackbone)
+
+
+def test_backbone_methods_take_the_protocol_arguments():
+    """isinstance checks presence only; the methods a head calls must also accept what it passes."""
+    import inspect
+
+    for protocol in (BackboneProtocol, FreezableBackbone):
+        for name in ("forward", "freeze"):
+            if name in vars(protocol):
+                wanted = inspect.signature(getattr(protocol, name)).parameters
+                actual = inspect.signature(getattr(Backbone, name)).parameters
+                assert list(actual)[:len(wanted)] == list(wanted), name
+                assert all(actual[p].kind == wanted[p].kind for p in wanted), name
+    assert not isinstance(torch.nn.Conv2d(3, 8, 3), BackboneProtocol)  # no feature_info: no contract
 
 
 @pytest.mark.parametrize("output_stride", [8, 16, 32])

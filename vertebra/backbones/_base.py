@@ -22,10 +22,10 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import ConfigError, InputError
 from ..features import FeatureInfo, FeatureSpec
+from ..norms import freeze_batchnorm
 
 __all__ = ["Backbone", "BackboneMeta", "StridePlan", "FeaturesBuilder", "LayerRecord", "OUTPUT_STRIDES",
            "make_divisible"]
@@ -206,9 +206,22 @@ class Backbone(nn.Module):
         self.grad_checkpointing = bool(enable)
         return self
 
-    def freeze(self, stages: int | None = None,
-               bn: Literal["frozen", "eval", "train"] = "eval") -> "Backbone":
-        """Stop training the stem and the first ``stages`` levels (all when ``None``).
+    def freeze(self, stages: int | None = None, bn: Literal["frozen", "eval", "train"] = "eval", *,
+               taps_start_stages: bool = False) -> "Backbone":
+        """Stop training the stem and the first ``stages`` stages (all when ``None``).
+
+        Stages are counted over every level the architecture offers (``all_levels``), so the same
+        call freezes the same layers whatever ``out_indices`` returns.  The one freezing rule of
+        vertebra: the detectors' ``trainable_layers=k`` is ``freeze(len(all_levels) - k, bn="train")``.
+
+        ``taps_start_stages`` says where a stage ends, which depends on the tap convention:
+
+        * ``False`` (vertebra's default taps, the last block of a stride group): a stage ends at
+          its tap, so everything up to and including the tap of level ``stages`` freezes.
+        * ``True`` (torchvision's MobileNetV3 taps, the first block of a stage): a stage starts at
+          its tap, so everything before the tap of level ``stages + 1`` freezes (all of
+          ``features`` when ``stages`` covers every level) -- torchvision's
+          ``_mobilenet_extractor`` rule for ``trainable_backbone_layers``, exactly.
 
         ``bn`` chooses what the frozen part's BatchNorm does: ``"eval"`` keeps running statistics
         fixed even in ``model.train()``; ``"frozen"`` swaps in ``FrozenBatchNorm2d`` (changes the
@@ -216,14 +229,17 @@ class Backbone(nn.Module):
         """
         if bn not in ("frozen", "eval", "train"):
             raise ConfigError(f"bn must be 'frozen', 'eval' or 'train', got {bn!r}", path="bn")
-        count = len(self.all_levels) if stages is None else stages
-        if not 0 <= count <= len(self.all_levels):
-            raise ConfigError(f"stages must be between 0 and {len(self.all_levels)}, got {stages!r}",
-                              path="stages")
+        levels = len(self.all_levels)
+        count = levels if stages is None else stages
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= levels:
+            raise ConfigError(f"stages must be between 0 and {levels}, got {stages!r}", path="stages")
         if count == 0:
             return self
-        last = self.all_levels[count - 1].index
-        for layer in list(self.features)[: last + 1]:
+        if not taps_start_stages:
+            stop = self.all_levels[count - 1].index + 1
+        else:
+            stop = len(self.features) if count == levels else self.all_levels[count].index
+        for layer in list(self.features)[:stop]:
             for parameter in layer.parameters():
                 parameter.requires_grad_(False)
             if bn == "frozen":
@@ -257,19 +273,3 @@ def _normalise_indices(out_indices: Sequence[int] | None, count: int) -> list[in
                           path="out_indices")
     return sorted(resolved)
 
-
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under ``module`` in place with a FrozenBatchNorm2d holding the same
-    statistics (shared by ``Backbone.freeze(bn="frozen")`` and the detectors' ``frozen_bn``).
-    Works on the ``meta`` device too, where there are no values to copy."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d) and child.affine and child.track_running_stats:
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps).to(child.running_mean.device)
-            if child.running_mean.device.type != "meta":
-                frozen.weight.copy_(child.weight.detach())
-                frozen.bias.copy_(child.bias.detach())
-                frozen.running_mean.copy_(child.running_mean)
-                frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)

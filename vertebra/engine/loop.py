@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError
+from ..norms import set_batchnorm
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_dict, parse_config
 from .data import make_loader
@@ -61,13 +62,6 @@ def _checksum(model: nn.Module) -> float:
                          for index, p in enumerate(model.parameters())))
 
 
-def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
-    """A training setting, not architecture: the state_dict is unchanged."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
-            module.momentum = momentum
-
-
 class _Run:
     """State of one training run; ``train()`` is the public face."""
 
@@ -77,7 +71,7 @@ class _Run:
         self.dist, self.device, self.bundle, self.task = prepared.dist, prepared.device, prepared.bundle, prepared.task
         self.model = prepared.model
         if config.bn_momentum is not None:
-            _set_bn_momentum(self.model, config.bn_momentum)
+            set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..validation import check_choice, check_range
 from ._base import Requirements, requires
 
 __all__ = ["classifier"]
@@ -79,14 +80,12 @@ def classifier(backbone: nn.Module, num_classes: int = 1000, dropout: float | No
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"must be a positive integer, got {num_classes!r}", path="num_classes")
-    if pool not in POOLS:
-        raise ConfigError(f"must be one of {', '.join(map(repr, POOLS))}, got {pool!r}", path="pool")
+    check_choice(pool, tuple(POOLS), "pool")
     meta = getattr(backbone, "meta", None)
     if dropout is None:
         dropout = getattr(meta, "classifier_dropout", 0.2)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"must be a number in [0, 1), got {dropout!r}", path="dropout")
+    dropout = check_range(dropout, "dropout", low=0, high=1)
     hidden = getattr(meta, "classifier_hidden", None)
-    head = ClassifierHead(backbone.feature_info[-1].channels, num_classes, dropout=float(dropout),
+    head = ClassifierHead(backbone.feature_info[-1].channels, num_classes, dropout=dropout,
                           hidden=hidden, pool=pool)
     return Classifier(backbone, head)

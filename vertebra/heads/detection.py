@@ -47,12 +47,12 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..errors import ConfigError
-from ..features import FeatureSpec
-from ._base import Requirements, requires
-from ..backbones._base import freeze_batchnorm
-from ._fpn import BackboneWithFPN, freeze_backbone, set_batchnorm
-from ._levels import by_names, feature_info_of
+from ..features import FeatureInfo, FeatureSpec, FreezableBackbone
+from ..norms import freeze_batchnorm, set_batchnorm
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+from ._base import Requirements, requires
+from ._fpn import BackboneWithFPN
+from ._levels import feature_info_of
 from ._options import torchvision_detection_key_map
 
 __all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]
@@ -92,8 +92,13 @@ def _pass_through(cls: type) -> dict[str, Any]:
 def _detection_requirements(*, preset: str = "default", levels: Sequence[str] | None = None, **_) -> Requirements:
     row = _PRESETS[check_choice(preset, tuple(_PRESETS), "preset")]
     backbone_kwargs = {"preset": "torchvision"} if row.backbone_preset == "torchvision" else {}
-    wanted = len(levels) if isinstance(levels, (list, tuple)) and levels else row.levels
-    return Requirements(backbone_kwargs=backbone_kwargs, min_levels=wanted)
+    if levels is None:
+        return Requirements(backbone_kwargs=backbone_kwargs, min_levels=row.levels)
+    if not isinstance(levels, (list, tuple)) or not levels or not all(isinstance(n, str) for n in levels) \
+            or len(set(levels)) != len(levels):
+        raise ConfigError(f"must be a non-empty list of distinct level names such as ['C4', 'C5'], "
+                          f"got {levels!r}", path="levels")
+    return Requirements(backbone_kwargs=backbone_kwargs, names=tuple(levels), min_levels=len(levels))
 
 
 @requires(_detection_requirements)
@@ -146,13 +151,12 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     check_positive_int(args["num_classes"], "num_classes", minimum=2)
     check_positive_int(args["fpn_channels"], "fpn_channels")
     check_bool(args["frozen_bn"], "frozen_bn")
-    row = _PRESETS[check_choice(args["preset"], tuple(_PRESETS), "preset")]
+    row = _PRESETS[args["preset"]]  # checked, with levels, by _detection_requirements
     options = _detector_options(cls, head, row, args)
 
-    info = feature_info_of(backbone, head)
-    chosen = _chosen_levels(info, args["levels"], row.levels, head)
+    chosen = _chosen_levels(feature_info_of(backbone), args["levels"], row.levels)
     if args["trainable_layers"] is not None:
-        freeze_backbone(backbone, args["trainable_layers"], taps_start_stages=row.backbone_preset == "torchvision")
+        _freeze(backbone, args["trainable_layers"], taps_start_stages=row.backbone_preset == "torchvision")
     if row.backbone_preset == "torchvision":
         # torchvision's MobileNetV3 detectors pass norm_layer=nn.BatchNorm2d (or FrozenBatchNorm2d),
         # i.e. eps 1e-5 / momentum 0.1, not the classification model's 1e-3 / 0.01.
@@ -194,15 +198,29 @@ def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) 
     return options
 
 
-def _chosen_levels(info, levels: Sequence[str] | None, default_count: int, head: str) -> list[FeatureSpec]:
+def _chosen_levels(info: FeatureInfo, levels: Sequence[str] | None, default_count: int) -> list[FeatureSpec]:
+    """The FPN's levels, shallow to deep; that they exist is ``_detection_requirements``' rule."""
     if levels is None:
         return list(info[-default_count:])
-    if not isinstance(levels, (list, tuple)) or not levels or not all(isinstance(n, str) for n in levels) \
-            or len(set(levels)) != len(levels):
-        raise ConfigError(f"must be a non-empty list of distinct level names such as "
-                          f"{info.names()}, got {levels!r}", path="levels")
-    chosen = by_names(info, levels, head)
-    return sorted(chosen, key=lambda spec: info.names().index(spec.name))  # the FPN runs shallow to deep
+    return [spec for spec in info if spec.name in levels]  # the FPN runs shallow to deep, whatever the order
+
+
+def _freeze(backbone: nn.Module, trainable_layers: int, *, taps_start_stages: bool) -> None:
+    """``trainable_layers`` (torchvision's ``trainable_backbone_layers``: stages left trainable, counted
+    from the deepest over every level the architecture offers, MobileNetV3: 0..6) as the backbone's
+    own ``freeze`` (the one freezing rule).  BatchNorm in the frozen part keeps updating its
+    statistics in ``train()``, as torchvision's does; ``frozen_bn=True`` is the option that stops it.
+    """
+    if not isinstance(backbone, FreezableBackbone):
+        raise ConfigError(f"needs a backbone whose stages can be frozen ('all_levels' and 'freeze()', see "
+                          f"vertebra.features.FreezableBackbone), which {type(backbone).__name__} is not; "
+                          "leave trainable_layers=None", path="trainable_layers")
+    count = len(backbone.all_levels)
+    if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int) \
+            or not 0 <= trainable_layers <= count:
+        raise ConfigError(f"must be an integer from 0 (freeze the whole backbone) to {count} "
+                          f"(train all of it), or None; got {trainable_layers!r}", path="trainable_layers")
+    backbone.freeze(count - trainable_layers, bn="train", taps_start_stages=taps_start_stages)
 
 
 def _anchor_sizes(given, row: _Preset, chosen: Sequence[FeatureSpec]) -> tuple[tuple[int, ...], ...]:

@@ -32,7 +32,6 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
-from ..errors import IncompatibleError
 from ._base import Requirements, requires
 from ._levels import feature_info_of, shallowest_with_stride
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
@@ -52,13 +51,15 @@ def _backbone_kwargs(output_stride: int, preset: str) -> dict:
 
 
 def _lraspp_requirements(*, preset: str = "default", **_) -> Requirements:
-    return Requirements(backbone_kwargs=_backbone_kwargs(16, preset), strides=(8,), min_levels=2)
+    return Requirements(backbone_kwargs=_backbone_kwargs(16, preset), output_strides=(16,), strides=(8,),
+                        min_levels=2)
 
 
 def _deeplabv3_requirements(*, output_stride: int = 16, aux_loss: bool = False,
                             preset: str = "default", **_) -> Requirements:
     check_choice(output_stride, _DEEPLAB_OUTPUT_STRIDES, "output_stride")
-    return Requirements(backbone_kwargs=_backbone_kwargs(output_stride, preset),
+    check_bool(aux_loss, "aux_loss")
+    return Requirements(backbone_kwargs=_backbone_kwargs(output_stride, preset), output_strides=(output_stride,),
                         strides=(8,) if aux_loss else (), min_levels=2 if aux_loss else 1)
 
 
@@ -115,12 +116,9 @@ def lraspp(backbone: nn.Module, *, num_classes: int = 21, inter_channels: int = 
             ``torchvision.models.segmentation.lraspp_mobilenet_v3_large`` (MobileNetV3 only).
     """
     check_positive_int(num_classes, "num_classes")
-    check_positive_int(inter_channels, "inter_channels")
-    check_choice(preset, _PRESETS, "preset")
-    info = feature_info_of(backbone, "lraspp")
-    low = shallowest_with_stride(info, 8, "lraspp", "low (detail)")
-    high = info[-1]
-    _check_output_stride(high.stride, 16, "lraspp")
+    check_positive_int(inter_channels, "inter_channels")  # preset: checked by _lraspp_requirements
+    info = feature_info_of(backbone)
+    low, high = shallowest_with_stride(info, 8), info[-1]
     model = LRASPP(backbone, low.name, high.name, low.channels, high.channels, num_classes, inter_channels)
     model.weights_key_map = torchvision_dense_key_map()
     return model
@@ -139,26 +137,16 @@ def deeplabv3(backbone: nn.Module, *, num_classes: int = 21, output_stride: int 
             (the paper uses (6, 12, 18) at output stride 16).
         preset: ``"torchvision"`` reproduces ``deeplabv3_mobilenet_v3_large`` on ``mobilenet_v3_large``.
     """
-    check_positive_int(num_classes, "num_classes")
-    check_choice(output_stride, _DEEPLAB_OUTPUT_STRIDES, "output_stride")
-    check_choice(preset, _PRESETS, "preset")
-    check_bool(aux_loss, "aux_loss")
+    check_positive_int(num_classes, "num_classes")  # output_stride, aux_loss, preset: _deeplabv3_requirements
     rates = check_int_list(atrous_rates, "atrous_rates")
-    info = feature_info_of(backbone, "deeplabv3")
+    info = feature_info_of(backbone)
     out = info[-1]
-    _check_output_stride(out.stride, output_stride, "deeplabv3")
     aux_classifier, aux_level = None, None
     if aux_loss:
-        aux = shallowest_with_stride(info, 8, "deeplabv3", "auxiliary")
+        aux = shallowest_with_stride(info, 8)
         aux_classifier, aux_level = FCNHead(aux.channels, num_classes), aux.name
     head = DeepLabHead(out.channels, num_classes, rates)
     model = DeepLabV3(backbone, head, out.name, aux_classifier, aux_level)
     model.weights_key_map = torchvision_dense_key_map()
     return model
 
-
-def _check_output_stride(actual: int, wanted: int, head: str) -> None:
-    if actual != wanted:
-        raise IncompatibleError(
-            f"{head} needs the deepest level at output stride {wanted}, but the backbone's is {actual}; "
-            f"build the backbone with output_stride={wanted} (registry.build does this for you)")

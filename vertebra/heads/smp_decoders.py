@@ -17,7 +17,7 @@ head               asks the backbone for               input size
 ``unet``           nothing (any levels)                any
 ``fpn``            output_stride 32, strides 4-32      divisible by 32 (the decoder upsamples by 2)
 ``deeplabv3plus``  output_stride 16 (or 8), strides 2, 4 divisible by the output stride
-``upernet``        strides 2, 4, 8 and a deeper one    any
+``upernet``        output_stride 16 or 32, strides 2-8  any
 =================  ==================================  ============================================
 """
 
@@ -35,11 +35,11 @@ from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, IncompatibleError, InputError
+from ..errors import ConfigError, InputError
 from ..features import FeatureSpec
 from ._base import Requirements, requires
 from ._levels import deepest_per_stride, feature_info_of
-from ..validation import check_bool, check_choice, check_int_list, check_positive_int
+from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
 
 
 __all__ = ["unet", "fpn", "deeplabv3plus", "upernet"]
@@ -82,15 +82,9 @@ class SmpSegmentation(nn.Module):
                 "(e.g. torch.nn.functional.pad) or resize it")
 
 
-def _levels(backbone: nn.Module, head: str, strides: Sequence[int] = ()) -> list[FeatureSpec]:
-    levels = deepest_per_stride(feature_info_of(backbone, head))
-    have = [spec.stride for spec in levels]
-    missing = [s for s in strides if s not in have]
-    if missing:
-        raise IncompatibleError(
-            f"{head} needs levels at strides {list(strides)}, but the backbone returns strides {have}; "
-            f"keep those levels in the backbone's out_indices (or leave out_indices=None)")
-    return levels
+def _levels(backbone: nn.Module) -> list[FeatureSpec]:
+    """The decoder's scales: one level per stride (the strides each head needs are its requirements)."""
+    return deepest_per_stride(feature_info_of(backbone))
 
 
 def _channels(levels: Sequence[FeatureSpec], in_channels: int) -> list[int]:
@@ -112,7 +106,7 @@ def unet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: Sequen
     check_positive_int(num_classes, "num_classes")
     check_choice(attention, (None, "scse"), "attention")
     check_choice(interpolation, ("nearest", "bilinear"), "interpolation")
-    levels = _levels(backbone, "unet")
+    levels = _levels(backbone)
     if decoder_channels is None:
         if len(levels) > len(_UNET_CHANNELS):
             raise ConfigError(f"the backbone has {len(levels)} scales; pass decoder_channels with {len(levels)} "
@@ -125,7 +119,8 @@ def unet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: Sequen
     return _model("unet", backbone, levels, decoder, channels[-1], num_classes, kernel_size=3)
 
 
-@requires(lambda **_: Requirements(backbone_kwargs={"output_stride": 32}, strides=(4, 8, 16, 32), min_levels=4))
+@requires(lambda **_: Requirements(backbone_kwargs={"output_stride": 32}, output_strides=(32,),
+                                   strides=(4, 8, 16, 32), min_levels=4))
 def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 256,
         segmentation_channels: int = 128, merge_policy: str = "add", dropout: float = 0.2) -> SmpSegmentation:
     """smp's semantic FPN (Kirillov et al., Panoptic FPN): levels at strides 4-32 merged at stride 4.
@@ -140,8 +135,8 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
     check_positive_int(pyramid_channels, "pyramid_channels")
     check_positive_int(segmentation_channels, "segmentation_channels", minimum=32)  # GroupNorm(32, ...)
     check_choice(merge_policy, ("add", "cat"), "merge_policy")
-    _check_probability(dropout, "dropout")
-    levels = [spec for spec in _levels(backbone, "fpn", (4, 8, 16, 32)) if spec.stride in (4, 8, 16, 32)]
+    check_range(dropout, "dropout", low=0, high=1)
+    levels = [spec for spec in _levels(backbone) if spec.stride in (4, 8, 16, 32)]
     decoder = FPNDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
                          pyramid_channels=pyramid_channels, segmentation_channels=segmentation_channels,
                          dropout=dropout, merge_policy=merge_policy)
@@ -150,7 +145,8 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
 
 def _deeplabv3plus_requirements(*, output_stride: int = 16, **_) -> Requirements:
     check_choice(output_stride, (8, 16), "output_stride")
-    return Requirements(backbone_kwargs={"output_stride": output_stride}, strides=(2, 4), min_levels=3)
+    return Requirements(backbone_kwargs={"output_stride": output_stride}, output_strides=(output_stride,),
+                        strides=(2, 4), min_levels=3)
 
 
 @requires(_deeplabv3plus_requirements)
@@ -167,17 +163,12 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
         aspp_separable: depthwise-separable ASPP convolutions (smp's default for DeepLabV3+).
         aspp_dropout: dropout after the ASPP projection.
     """
-    check_positive_int(num_classes, "num_classes")
-    check_choice(output_stride, (8, 16), "output_stride")
+    check_positive_int(num_classes, "num_classes")  # output_stride: checked by _deeplabv3plus_requirements
     check_positive_int(decoder_channels, "decoder_channels")
     rates = check_int_list(atrous_rates, "atrous_rates", length=3)
     check_bool(aspp_separable, "aspp_separable")
-    _check_probability(aspp_dropout, "aspp_dropout")
-    levels = _levels(backbone, "deeplabv3plus", (2, 4))
-    if levels[-1].stride != output_stride:
-        raise IncompatibleError(f"deeplabv3plus(output_stride={output_stride}) needs the deepest level at stride "
-                                f"{output_stride}, the backbone's is {levels[-1].stride}; build the backbone with "
-                                f"output_stride={output_stride} (registry.build does this for you)")
+    check_range(aspp_dropout, "aspp_dropout", low=0, high=1)
+    levels = _levels(backbone)
     # smp's decoder reads features[2] (stride 4) and features[-1] (the deepest level).
     decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
                                    out_channels=decoder_channels, atrous_rates=rates, output_stride=output_stride,
@@ -185,7 +176,7 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
     return _model("deeplabv3plus", backbone, levels, decoder, decoder_channels, num_classes, divisor=output_stride)
 
 
-@requires(lambda **_: Requirements(strides=(2, 4, 8), min_levels=4))
+@requires(lambda **_: Requirements(output_strides=(16, 32), strides=(2, 4, 8), min_levels=4))
 def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int = 256) -> SmpSegmentation:
     """smp's UPerNet (Xiao et al. 2018): PSP on the deepest level + FPN from stride 4 up, fused at stride 4.
 
@@ -197,10 +188,7 @@ def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int
     """
     check_positive_int(num_classes, "num_classes")
     check_positive_int(decoder_channels, "decoder_channels")
-    levels = _levels(backbone, "upernet", (2, 4, 8))
-    if len(levels) < 4:
-        raise IncompatibleError(f"upernet needs a level deeper than stride 8 for its PSP module, the backbone's "
-                                f"deepest is stride {levels[-1].stride}; build it with output_stride 16 or 32")
+    levels = _levels(backbone)  # stride 2, 4, 8 and a deeper one for the PSP module: the requirements
     decoder = UPerNetDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
                              decoder_channels=decoder_channels)
     return _model("upernet", backbone, levels, decoder, decoder_channels, num_classes)
@@ -217,8 +205,3 @@ def _backbone_in_channels(backbone: nn.Module) -> int:
     """Channels of the stride-1 entry (the input image) in smp's feature list."""
     return int(getattr(backbone, "in_channels", 3))
 
-
-def _check_probability(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"must be a number in [0, 1), got {value!r}", path=name)
-    return float(value)

@@ -168,7 +168,7 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     backbone_entry = cat.lookup("backbone", backbone_name)
     signature_of(backbone_entry.factory).check(backbone_kwargs, where=f"backbone {backbone_name!r}",
                                                path=backbone_path)
-    requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs)
+    requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs, path=path)
     injected = {k for k in requirements.backbone_kwargs if k not in backbone_kwargs}
     try:
         probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
@@ -178,13 +178,15 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     except Exception:  # noqa: BLE001 - a factory that cannot run on meta: check the real module instead
         probe = None
     if probe is not None:
-        _raise_if_incompatible(head_entry, backbone_entry, requirements, probe, backbone_kwargs)
+        _raise_if_incompatible(head_entry, backbone_entry, requirements, probe)
     module = _make_backbone(backbone_entry, merged, path=backbone_path, meta=False, injected=injected,
                             head=head_entry)
     if probe is None:
-        _raise_if_incompatible(head_entry, backbone_entry, requirements, module, backbone_kwargs)
+        _raise_if_incompatible(head_entry, backbone_entry, requirements, module)
     _set_config(module, {"name": backbone_name, **copy.deepcopy(backbone_kwargs)})
-    model = call_factory(head_entry.factory, (module,), head_kwargs, where=f"head {head!r}", path=path,
+    # Checked above, on meta: the builder runs without @requires' own check of the same rules.
+    builder = getattr(head_entry.factory, "vertebra_unchecked", head_entry.factory)
+    model = call_factory(builder, (module,), head_kwargs, where=f"head {head!r}", path=path,
                          signature=head_signature)
     _check_module(model, head_entry, "head builder")
     _attach_eager(model)
@@ -213,11 +215,16 @@ def _backbone_spec(backbone: Any, head: str, path: str | None) -> tuple[str, dic
 
 
 def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
-          backbone_kwargs: Mapping[str, Any]) -> tuple[Requirements, dict[str, Any]]:
-    """The head's requirements and the backbone kwargs merged with them (conflicts refused)."""
+          backbone_kwargs: Mapping[str, Any], *, path: str | None = None) -> tuple[Requirements, dict[str, Any]]:
+    """The head's requirements and the backbone kwargs merged with them (conflicts refused).
+
+    The requirements function validates the head options it reads (``preset``, ``levels``...), so
+    it runs like the builder would: a ConfigError gets the config ``path`` prefixed.
+    """
     from ..heads._base import requirements_of
 
-    requirements = requirements_of(head.factory, **head_kwargs)
+    requirements = call_factory(requirements_of, (head.factory,), head_kwargs, where=f"head {head.name!r}",
+                                path=path, signature=signature_of(head.factory, skip_first=True))
     merged = dict(backbone_kwargs)
     accepted = signature_of(backbone.factory)
     for key, value in requirements.backbone_kwargs.items():
@@ -261,40 +268,19 @@ def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, me
     return module
 
 
-def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, module: Any,
-                     backbone_kwargs: Mapping[str, Any]) -> str | None:
-    """Why ``module``'s feature levels cannot serve ``head``, with the fix; ``None`` when they can."""
-    pair = f"head {head.name!r} on backbone {backbone.name!r}"
-    info = getattr(module, "feature_info", None)
-    if info is None:
-        return (f"{pair}: the backbone has no feature_info, so no head can know its levels; a backbone "
-                f"must follow the feature contract (vertebra.features.FeatureInfo)")
-    all_levels = getattr(module, "all_levels", info)
-    returned = ", ".join(f"{s.name} (stride {s.stride})" for s in info)
-    offered = ", ".join(f"{i}: {s.name} (stride {s.stride})" for i, s in enumerate(all_levels))
-    missing = [s for s in requirements.strides if s not in {spec.stride for spec in info}]
-    if missing:
-        rule = f"needs level(s) with stride {', '.join(map(str, missing))}"
-        if all(s in {spec.stride for spec in all_levels} for s in missing):
-            fix = f"include them in backbone.out_indices (levels: {offered}) or leave out_indices unset"
-        else:
-            fix = (f"this backbone has no such level; choose another backbone "
-                   f"(registry.compatible({head.name!r}) lists those that fit)")
-        return f"{pair}: the head {rule}, but the backbone returns {returned}; {fix}"
-    if len(info) < requirements.min_levels:
-        rule = f"needs at least {requirements.min_levels} feature levels"
-        if len(all_levels) >= requirements.min_levels:
-            fix = (f"pass backbone.out_indices with at least {requirements.min_levels} of the levels "
-                   f"({offered}) or leave it unset")
-        else:
-            fix = f"choose a backbone with more levels (registry.compatible({head.name!r}))"
-        return f"{pair}: the head {rule}, but the backbone returns {len(info)}: {returned}; {fix}"
-    return None
+def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, module: Any) -> str | None:
+    """Why ``module``'s feature levels cannot serve ``head``, with the fix; ``None`` when they can.
+
+    The one check of a head's requirements (``heads._base.requirements_problem``), here named by
+    the registered names of the pair.
+    """
+    from ..heads._base import requirements_problem
+
+    return requirements_problem(requirements, module, head=head.name, backbone_name=backbone.name)
 
 
-def _raise_if_incompatible(head: Entry, backbone: Entry, requirements: Requirements, module: Any,
-                           backbone_kwargs: Mapping[str, Any]) -> None:
-    problem = _feature_problem(head, backbone, requirements, module, backbone_kwargs)
+def _raise_if_incompatible(head: Entry, backbone: Entry, requirements: Requirements, module: Any) -> None:
+    problem = _feature_problem(head, backbone, requirements, module)
     if problem:
         raise IncompatibleError(problem)
 
@@ -310,7 +296,7 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
         return (f"backbone {backbone.qualified_name!r} cannot be built on the meta device: "
                 f"{type(exc).__name__}: {exc}")
-    return _feature_problem(head, backbone, requirements, probe, {})
+    return _feature_problem(head, backbone, requirements, probe)
 
 
 def _check_module(module: Any, entry: Entry, what: str) -> None:

@@ -112,11 +112,7 @@ def _run_info(args: argparse.Namespace) -> int:
         macs = f"{d.macs:,} ({d.macs / 1e9:.3f} G)" if d.macs is not None else "-"
         facts.append([f"MACs at {d.input_size}x{d.input_size}", macs])
     elif d.requirements is not None:
-        r = d.requirements
-        needs = [f"{k}={v!r}" for k, v in dict(r.backbone_kwargs).items()]
-        needs += [f"stride(s) {', '.join(map(str, r.strides))}"] if r.strides else []
-        needs += [f"at least {r.min_levels} level(s)"]
-        facts.append(["needs (defaults)", "; ".join(needs)])
+        facts.append(["needs (defaults)", "; ".join(d.requirements.needs())])
     if fits is not None:
         facts.append(["compatible backbones", ", ".join(fits) or "none"])
     if d.weights:
