@@ -267,3 +267,38 @@ def test_a_module_takes_the_layer_of_its_longest_row():
         "vertebra": "package root", "vertebra.__main__": "package root", "vertebra.registry._weights": "registry",
         "vertebra.weights.keys": "models and weights", "vertebra.version": "foundations"}
     assert layer_of("vertebra.not_in_the_table") is None  # the root row names only the package __init__
+
+
+# -- sizes: a module holds one idea, a function one step --------------------------------------------
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _sizes(root: Path = ROOT):
+    """``(module lines, [(function, lines)])`` of every module; a function's lines include its docstring."""
+    for module, file in module_files(root).items():
+        source = file.read_text(encoding="utf-8")
+        functions = [(f"{module}:{node.lineno} {node.name}", node.end_lineno - node.lineno + 1)
+                     for node in ast.walk(ast.parse(source))
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        yield module, source.count("\n"), functions
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for module, lines, functions in _sizes():
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"module {module}: {lines} lines (split it by idea; at most {MAX_MODULE_LINES})")
+        too_long += [f"function {name}: {length} lines (at most {MAX_FUNCTION_LINES})"
+                     for name, length in functions if length > MAX_FUNCTION_LINES]
+    assert not too_long, "\n".join(too_long)
+
+
+def test_the_size_check_sees_a_long_function(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (package / "long.py").write_text(f"def long():\n{body}\n")
+    sizes = {module: functions for module, _, functions in _sizes(package)}
+    assert sizes["vertebra.long"] == [("vertebra.long:1 long", MAX_FUNCTION_LINES + 1)]
