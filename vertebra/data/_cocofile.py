@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 from ..errors import DataError
+from ._records import check_annotation
 
 PathLike = str | os.PathLike[str]
 
@@ -34,7 +35,8 @@ def load_coco(ann_file: PathLike) -> COCO:
 
     Checked: the file exists and is JSON; ``images`` and ``categories`` are non-empty lists of
     records with the required fields; ids are unique; every annotation points at an existing
-    image and category and has a 4-number ``bbox``.  Degenerate boxes are *not* refused here:
+    image and category, has a 4-number ``bbox`` and passes :func:`._records.check_annotation`
+    (segmentation coordinates within the image, ...).  Degenerate boxes are *not* refused here:
     the data sets decide (skip or ``strict``).
     """
     path = Path(ann_file)
@@ -74,8 +76,8 @@ def _validate(dataset: Any, path: Path) -> None:
     if not dataset["categories"]:
         raise DataError(f"{where}: 'categories' is empty; at least one category is needed")
 
-    image_ids = _check_records(dataset["images"], "images", where,
-                               {"id": int, "file_name": str, "width": int, "height": int})
+    _check_records(dataset["images"], "images", where, {"id": int, "file_name": str, "width": int, "height": int})
+    images = {record["id"]: record for record in dataset["images"]}
     for record in dataset["images"]:
         if record["width"] <= 0 or record["height"] <= 0:
             raise DataError(f"{where}: image id {record['id']} ({record['file_name']!r}) has size "
@@ -84,7 +86,7 @@ def _validate(dataset: Any, path: Path) -> None:
     _check_records(dataset["annotations"], "annotations", where,
                    {"id": int, "image_id": int, "category_id": int})
     for ann in dataset["annotations"]:
-        if ann["image_id"] not in image_ids:
+        if ann["image_id"] not in images:
             raise DataError(f"{where}: annotation id {ann['id']} points at image id {ann['image_id']}, "
                             f"which is not in 'images'; remove the annotation or add the image record")
         if ann["category_id"] not in category_ids:
@@ -95,6 +97,7 @@ def _validate(dataset: Any, path: Path) -> None:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             raise DataError(f"{where}: annotation id {ann['id']} has bbox {bbox!r}; COCO boxes are "
                             f"[x, y, width, height] (4 numbers)")
+        check_annotation(ann, images[ann["image_id"]], where)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:  # COCOeval's area ranges need it
             ann["area"] = float(bbox[2] * bbox[3])

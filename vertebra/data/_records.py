@@ -1,0 +1,98 @@
+"""Checking one COCO annotation record against its image before pycocotools ever sees it.
+
+pycocotools trusts its input in ways that cost more than a traceback: its polygon rasteriser
+allocates in proportion to the coordinates (``1e7`` on a 32x32 image is 1.2 GB, ``1e30`` took a
+machine down) and to the outline's length, and its RLE decoder writes as many pixels as the run
+lengths add up to, whatever the image size.  Malformed values that do not crash it (a string
+``area``, a polygon of strings) crash later instead: mid-epoch, or in ``COCOeval`` after it.
+So every record is checked here once, when the file is loaded, and refused with a
+:class:`~vertebra.errors.DataError` that names the file, the annotation and the image size.
+
+What is *refused* here is what is malformed or hostile.  What is well-formed but unusable (a
+degenerate box, a polygon with fewer than 3 points, no segmentation) is left to the data sets,
+which skip it with a counted warning or refuse it under ``strict``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+#: Polygon coordinates may lie this far past the border (labelling tools let a click land a little
+#: outside the image; pycocotools drops what falls outside when it rasterises), as a fraction of
+#: the side, plus one pixel.  Further out is a broken record, and a costly one.
+BORDER_MARGIN = 0.05
+#: An annotation's polygons together may trace at most this many times ``width + height`` pixels
+#: (Chebyshev length, what the rasteriser allocates for).  A real outline is a few times the
+#: object's size; a polygon zig-zagging across the image a million times is an attack.
+OUTLINE_LAPS = 100
+
+
+def check_annotation(ann: dict, image: dict, where: str) -> None:
+    """Refuse ``ann`` (already known to have int ids pointing at ``image``) if it is malformed."""
+    label = f"{where}: annotation id {ann['id']} (on image id {image['id']}, {image['width']}x{image['height']})"
+    segmentation = ann.get("segmentation")
+    if segmentation is None:
+        return
+    if isinstance(segmentation, list):
+        _check_polygons(segmentation, image["width"], image["height"], label)
+    elif not isinstance(segmentation, dict):
+        raise DataError(f"{label}: segmentation must be a list of polygons [[x0, y0, x1, y1, ...], ...] or "
+                        f"an RLE {{'counts': ..., 'size': [height, width]}}, got {type(segmentation).__name__}")
+
+
+def _check_polygons(polygons: list, width: int, height: int, label: str) -> None:
+    outline = 0.0
+    for index, polygon in enumerate(polygons):
+        if not isinstance(polygon, list):
+            raise DataError(f"{label}: polygon {index} must be a list of numbers [x0, y0, x1, y1, ...], "
+                            f"got {type(polygon).__name__}")
+        flat = _coordinates(polygon, index, label)
+        for axis, name, side in ((0, "x", width), (1, "y", height)):
+            values = flat[axis::2]
+            margin = 1.0 + BORDER_MARGIN * side
+            outside = (values < -margin) | (values > side + margin)
+            if outside.any():
+                value = float(values[outside.argmax()])
+                raise DataError(f"{label}: polygon {index} has {name} = {value:g}, outside the image (0..{side}, "
+                                f"with a margin of {margin:g} px); polygon coordinates are pixels of this image")
+        points = flat[: len(flat) // 2 * 2].reshape(-1, 2)
+        if len(points) > 1:
+            outline += float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
+    budget = OUTLINE_LAPS * (width + height)
+    if outline > budget:
+        raise DataError(f"{label}: its polygons trace an outline of {outline:.0f} px, more than {OUTLINE_LAPS} "
+                        f"times the image's width + height ({budget} px); a real outline is far shorter, "
+                        f"so check the coordinates (rasterising this one would cost memory in proportion)")
+
+
+def _coordinates(polygon: list, index: int, label: str) -> np.ndarray:
+    """The polygon's coordinates as a float array, refusing anything but finite numbers."""
+    for value in polygon:
+        if type(value) is not float and type(value) is not int:
+            raise DataError(f"{label}: polygon {index} coordinate {value!r} is not a number; polygons are "
+                            f"flat lists of pixel coordinates [x0, y0, x1, y1, ...]")
+    try:
+        array = np.array(polygon, dtype=np.float64)
+    except OverflowError:  # an int past float range
+        array = np.array([math.inf])
+    if not np.isfinite(array).all():
+        value = next(v for v in polygon if not _finite(v))
+        raise DataError(f"{label}: polygon {index} coordinate {_short(value)} is not a finite pixel coordinate")
+    return array
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
