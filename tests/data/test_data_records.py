@@ -9,7 +9,9 @@ ever loaded through ``run_limited`` (a subprocess under an address-space limit).
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 
 from vertebra.data import CocoDetection, CocoSemantic
@@ -45,18 +47,20 @@ HOSTILE_POLYGONS = {
 def test_hostile_polygons_are_refused_before_rasterising(make_coco, run_limited, tmp_path):
     image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
     files = [_write(tmp_path, f"{name}.json", [_polygon_ann(p)]) for name, p in HOSTILE_POLYGONS.items()]
-    results = dict(zip(HOSTILE_POLYGONS, run_limited(image_dir, files)))
+    border = _write(tmp_path, "border.json", [_polygon_ann([-0.5, -0.5, 32.6, 0, 32.6, 33.0, 0, 32.5])])
+    *lines, border_line = run_limited(image_dir, files + [border])
+    results = dict(zip(HOSTILE_POLYGONS, lines))
     for name, line in results.items():
         assert line.startswith("DataError: "), (name, line)
         assert f"{name}.json" in line and "annotation id 7" in line and "32x32" in line, (name, line)
     assert "outside the image" in results["far_1e7"] and "not a finite pixel coordinate" in results["nan"]
     assert "outline" in results["zigzag"]
+    assert border_line == "ok"  # a little past the border is what labelling tools write
 
 
-def test_polygon_just_past_the_border_is_accepted_and_rasterised_as_before(make_coco, run_limited, tmp_path):
+def test_polygon_just_past_the_border_is_rasterised_as_before(make_coco, tmp_path):
     image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
     border = _write(tmp_path, "border.json", [_polygon_ann([-0.5, -0.5, 32.6, 0, 32.6, 33.0, 0, 32.5])])
-    assert run_limited(image_dir, [border]) == ["ok"]
     mask = CocoDetection(image_dir, border, with_masks=True)[0][1]["masks"][0]
     assert mask.shape == (32, 32) and int(mask.sum()) == 32 * 32
 
@@ -82,3 +86,71 @@ def test_non_numeric_polygon_coordinates_are_refused_at_load(make_coco, tmp_path
     ann = _polygon_ann(polygon)
     with pytest.raises(DataError, match=rf"bad\.json.*annotation id 7.*{problem}"):
         CocoDetection(image_dir, _write(tmp_path, "bad.json", [ann]))  # even without masks
+
+
+# -- finding 4: RLE segmentations are checked against the image -----------------------------------
+
+def _rle_ann(rle, ann_id=9, iscrowd=1):
+    return {"id": ann_id, "image_id": 1, "category_id": 1, "bbox": [0, 0, 32, 32], "area": 100.0,
+            "iscrowd": iscrowd, "segmentation": rle}
+
+
+def _compressed(counts, height, width):
+    """pycocotools' compressed string for uncompressed ``counts`` of a ``height`` x ``width`` mask."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)["counts"].decode()
+
+
+HOSTILE_RLES = {  # 32x32 image: the runs must add up to 1024
+    "garbage": ({"counts": "!!#~~", "size": [32, 32]}, r"counts.*character '!'"),
+    "truncated": ({"counts": "0P", "size": [32, 32]}, r"counts.*ends in the middle of a run"),
+    "counts_type": ({"counts": 1024, "size": [32, 32]}, r"counts must be a list of run lengths or"),
+    "counts_items": ({"counts": [1000, "24"], "size": [32, 32]}, r"run lengths.*'24'"),
+    "negative": ({"counts": [-5, 1029], "size": [32, 32]}, r"run lengths.*-5"),
+    "too_long_list": ({"counts": [0, 10**6], "size": [32, 32]}, r"add up to 1000000.*1024"),
+    "too_long_string": ({"counts": _compressed([0, 10**6], 1000, 1000), "size": [32, 32]},
+                        r"add up to 1000000.*1024"),
+    "too_short": ({"counts": [3, 4], "size": [32, 32]}, r"add up to 7.*1024"),
+    "size_other_image": ({"counts": [0, 256], "size": [16, 16]}, r"size \[16, 16\].*\[32, 32\]"),
+    "size_huge": ({"counts": [0, 10**10], "size": [10**5, 10**5]}, r"size \[100000, 100000\]"),
+    "size_type": ({"counts": [0, 1024], "size": "32x32"}, r"size '32x32'"),
+    "size_floats": ({"counts": [0, 1024], "size": [32.0, 32.0]}, r"size \[32.0, 32.0\]"),
+    "no_counts": ({"size": [32, 32]}, r"RLE needs 'counts' and 'size'"),
+}
+
+
+def test_hostile_rles_are_refused_before_decoding(make_coco, run_limited, tmp_path):
+    image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
+    files = [_write(tmp_path, f"{name}.json", [_rle_ann(rle)]) for name, (rle, _) in HOSTILE_RLES.items()]
+    for (name, (_, problem)), line in zip(HOSTILE_RLES.items(), run_limited(image_dir, files)):
+        assert line.startswith("DataError: "), (name, line)
+        assert f"{name}.json" in line and "annotation id 9" in line and "32x32" in line, (name, line)
+        assert re.search(problem, line), (name, problem, line)
+
+
+def test_valid_rles_decode_to_the_mask_they_encode(make_coco, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((32, 32)) > 0.6).astype(np.uint8)
+    truth[:, :3] = 1  # long runs too
+    compressed = mask_utils.encode(np.asfortranarray(truth))
+    runs = _runs(truth)
+    assert _compressed(runs, 32, 32) == compressed["counts"].decode()
+    image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
+    anns = [_rle_ann({"counts": compressed["counts"].decode(), "size": [32, 32]}, ann_id=1, iscrowd=0),
+            _rle_ann({"counts": runs, "size": [32, 32]}, ann_id=2, iscrowd=0)]
+    masks = CocoDetection(image_dir, _write(tmp_path, "ok.json", anns), with_masks=True)[0][1]["masks"]
+    assert masks.shape == (2, 32, 32)
+    for mask in masks:
+        assert np.array_equal(mask.numpy(), truth)
+
+
+def _runs(mask):
+    """Uncompressed COCO run lengths of a mask (column-major, starting with a run of zeros)."""
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    edges = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(edges).tolist()
+    return ([0] + runs) if flat[0] else runs

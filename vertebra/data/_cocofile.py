@@ -36,7 +36,7 @@ def load_coco(ann_file: PathLike) -> COCO:
     Checked: the file exists and is JSON; ``images`` and ``categories`` are non-empty lists of
     records with the required fields; ids are unique; every annotation points at an existing
     image and category, has a 4-number ``bbox`` and passes :func:`._records.check_annotation`
-    (segmentation coordinates within the image, ...).  Degenerate boxes are *not* refused here:
+    (polygon coordinates within the image, RLEs that cover it exactly, ...).  Degenerate boxes are *not* refused here:
     the data sets decide (skip or ``strict``).
     """
     path = Path(ann_file)
@@ -172,8 +172,8 @@ def clipped_box(bbox: list[float], width: int, height: int) -> list[float] | Non
 
 def polygon_problem(segmentation: Any) -> str | None:
     """Why a segmentation cannot be rasterised, or ``None`` when it can."""
-    if isinstance(segmentation, dict):  # RLE, compressed or not
-        return None if "counts" in segmentation and "size" in segmentation else "RLE without counts/size"
+    if isinstance(segmentation, dict):  # an RLE, compressed or not: load_coco checked it
+        return None
     if not isinstance(segmentation, list) or not segmentation:
         return "no segmentation"
     for polygon in segmentation:

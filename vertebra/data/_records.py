@@ -40,7 +40,9 @@ def check_annotation(ann: dict, image: dict, where: str) -> None:
         return
     if isinstance(segmentation, list):
         _check_polygons(segmentation, image["width"], image["height"], label)
-    elif not isinstance(segmentation, dict):
+    elif isinstance(segmentation, dict):
+        _check_rle(segmentation, image["width"], image["height"], label)
+    else:
         raise DataError(f"{label}: segmentation must be a list of polygons [[x0, y0, x1, y1, ...], ...] or "
                         f"an RLE {{'counts': ..., 'size': [height, width]}}, got {type(segmentation).__name__}")
 
@@ -68,6 +70,68 @@ def _check_polygons(polygons: list, width: int, height: int, label: str) -> None
         raise DataError(f"{label}: its polygons trace an outline of {outline:.0f} px, more than {OUTLINE_LAPS} "
                         f"times the image's width + height ({budget} px); a real outline is far shorter, "
                         f"so check the coordinates (rasterising this one would cost memory in proportion)")
+
+
+def _check_rle(rle: dict, width: int, height: int, label: str) -> None:
+    """``size`` is the image's, and the runs cover its pixels exactly (pycocotools writes as many
+    pixels as they add up to, into a buffer of ``size``)."""
+    if "counts" not in rle or "size" not in rle:
+        raise DataError(f"{label}: an RLE needs 'counts' and 'size', got keys {sorted(map(str, rle))}")
+    size, counts = rle["size"], rle["counts"]
+    if not (isinstance(size, list) and [type(v) for v in size] == [int, int] and size == [height, width]):
+        raise DataError(f"{label}: RLE size {_short(size)} is not the image's [height, width] = "
+                        f"[{height}, {width}]; an RLE must be encoded at the size of its image")
+    if isinstance(counts, str):
+        try:
+            runs = compressed_runs(counts)
+        except ValueError as error:
+            raise DataError(f"{label}: RLE counts is not a valid compressed RLE string ({error}); "
+                            f"encode masks with pycocotools.mask.encode") from None
+    elif isinstance(counts, list):
+        bad = [v for v in counts if type(v) is not int or v < 0]
+        if bad:
+            raise DataError(f"{label}: RLE run lengths must be non-negative integers, got {_short(bad[0])}")
+        runs = counts
+    else:
+        raise DataError(f"{label}: RLE counts must be a list of run lengths or a compressed string, "
+                        f"got {type(counts).__name__}")
+    total = sum(runs)
+    if total != height * width:
+        raise DataError(f"{label}: RLE runs add up to {_short(total)} pixels, but the image has "
+                        f"{height}x{width} = {height * width}; the runs must cover every pixel once")
+
+
+def compressed_runs(text: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE string, as pycocotools' ``rleFrString`` reads them.
+
+    Done here rather than by pycocotools because its C reader trusts the string: a character
+    outside ``'0'..'o'``, an unfinished run or runs past the image lead it to read or write past
+    its buffers.  Each run is 5-bit groups, low first, ``0x20`` = more follow, ``0x10`` in the
+    last = negative; from the third run on, each is a difference to the run two before.
+    """
+    runs: list[int] = []
+    value = groups = 0
+    for char in text:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            raise ValueError(f"character {char!r} outside '0'..'o'")
+        value |= (code & 0x1F) << (5 * groups)
+        groups += 1
+        if code & 0x20:
+            if groups == 7:  # 35 bits: past any 32-bit run (difference)
+                raise ValueError("a run of more than 32 bits")
+            continue
+        if code & 0x10:
+            value |= -1 << (5 * groups)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            raise ValueError(f"run {len(runs)} is negative")
+        runs.append(value)
+        value = groups = 0
+    if groups:
+        raise ValueError("it ends in the middle of a run")
+    return runs
 
 
 def _coordinates(polygon: list, index: int, label: str) -> np.ndarray:
