@@ -61,7 +61,7 @@ def _box_annotation(ann_id: int, image_id: int, bbox, category_id: int = 1, **ex
     x, y, w, h = bbox
     polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": list(bbox),
-            "segmentation": [polygon], "area": float(w * h), "iscrowd": 0, **extra}
+            "segmentation": [polygon], "area": float(max(w, 0) * max(h, 0)), "iscrowd": 0, **extra}
 
 
 

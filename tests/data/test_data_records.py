@@ -154,3 +154,40 @@ def _runs(mask):
     edges = np.concatenate([[0], changes, [flat.size]])
     runs = np.diff(edges).tolist()
     return ([0] + runs) if flat[0] else runs
+
+
+# -- finding 4: the scalar fields COCOeval reads after the epoch ----------------------------------
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("area", "16", r"area '16'.*a finite number >= 0"),
+    ("area", -1.0, r"area -1\.0"),
+    ("area", float("nan"), r"area nan"),
+    ("area", True, r"area True"),
+    ("area", [16], r"area \[16\]"),
+    ("iscrowd", "0", r"iscrowd '0'; it must be 0 .* or 1"),
+    ("iscrowd", 2, r"iscrowd 2"),
+    ("iscrowd", 0.5, r"iscrowd 0\.5"),
+    ("iscrowd", None, r"iscrowd None"),
+    ("bbox", [1, 2, 10**400, 4], r"has bbox \[1, 2, 10000000.*characters\).*4 numbers"),
+    ("bbox", [1, 2, True, 4], r"has bbox \[1, 2, True, 4\]"),
+    ("bbox", None, r"has bbox None"),
+    ("segmentation", 5, r"segmentation must be a list of polygons.*or an RLE.*got int"),
+    ("segmentation", "polygon", r"segmentation must be.*got str"),
+    ("segmentation", [[1, 2, 3, 4, 5, 6], "x"], r"polygon 1 must be a list of numbers"),
+])
+def test_malformed_fields_are_refused_at_load(make_coco, tmp_path, field, value, problem):
+    image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
+    ann = {**_polygon_ann([1, 1, 5, 1, 5, 5], ann_id=3), field: value}
+    with pytest.raises(DataError, match=rf"bad\.json.*annotation id 3.*{problem}"):
+        CocoDetection(image_dir, _write(tmp_path, "bad.json", [ann]))
+
+
+def test_well_formed_fields_load_and_defaults_are_filled(make_coco, tmp_path):
+    image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
+    bare = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 5]}
+    crowd = {**_polygon_ann([1, 1, 5, 1, 5, 5], ann_id=2), "iscrowd": 1, "area": 0}
+    nan_box = {**bare, "id": 3, "bbox": [1, 1, float("nan"), 4], "segmentation": None}
+    with pytest.warns(UserWarning, match=r"skipped 1 unusable.*annotation id 3: degenerate bbox"):
+        ds = CocoDetection(image_dir, _write(tmp_path, "ok.json", [bare, crowd, nan_box]))
+    assert ds.coco.anns[1]["area"] == 20.0 and ds.coco.anns[1]["iscrowd"] == 0
+    assert ds[0][1]["boxes"].tolist() == [[1.0, 1.0, 5.0, 6.0]]  # the crowd one is left out, as before

@@ -35,8 +35,9 @@ def load_coco(ann_file: PathLike) -> COCO:
 
     Checked: the file exists and is JSON; ``images`` and ``categories`` are non-empty lists of
     records with the required fields; ids are unique; every annotation points at an existing
-    image and category, has a 4-number ``bbox`` and passes :func:`._records.check_annotation`
-    (polygon coordinates within the image, RLEs that cover it exactly, ...).  Degenerate boxes are *not* refused here:
+    image and category and passes :func:`._records.check_annotation`
+    (a 4-number ``bbox``, a finite ``area`` >= 0, ``iscrowd`` 0/1, polygon
+    coordinates within the image, RLEs that cover it exactly).  Degenerate boxes are *not* refused here:
     the data sets decide (skip or ``strict``).
     """
     path = Path(ann_file)
@@ -92,15 +93,10 @@ def _validate(dataset: Any, path: Path) -> None:
         if ann["category_id"] not in category_ids:
             raise DataError(f"{where}: annotation id {ann['id']} has category_id {ann['category_id']}, "
                             f"which is not in 'categories' (ids {sorted(category_ids)})")
-        bbox = ann.get("bbox")
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            raise DataError(f"{where}: annotation id {ann['id']} has bbox {bbox!r}; COCO boxes are "
-                            f"[x, y, width, height] (4 numbers)")
         check_annotation(ann, images[ann["image_id"]], where)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:  # COCOeval's area ranges need it
-            ann["area"] = float(bbox[2] * bbox[3])
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
 
 
 def _check_records(records: list, key: str, where: str, fields: dict[str, type]) -> set[int]:

@@ -35,6 +35,18 @@ OUTLINE_LAPS = 100
 def check_annotation(ann: dict, image: dict, where: str) -> None:
     """Refuse ``ann`` (already known to have int ids pointing at ``image``) if it is malformed."""
     label = f"{where}: annotation id {ann['id']} (on image id {image['id']}, {image['width']}x{image['height']})"
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise DataError(f"{where}: annotation id {ann['id']} has bbox {_short(bbox)}; COCO boxes are "
+                        f"[x, y, width, height] (4 numbers)")
+    area = ann.get("area", 0.0)
+    if not _is_number(area) or not area >= 0 or not math.isfinite(area):
+        raise DataError(f"{label}: area {_short(area)}; it must be a finite number >= 0 (the object's "
+                        f"pixel count, which COCOeval sorts into small/medium/large), or left out")
+    iscrowd = ann.get("iscrowd", 0)
+    if type(iscrowd) is not int or iscrowd not in (0, 1):
+        raise DataError(f"{label}: iscrowd {_short(iscrowd)}; it must be 0 (one object) or 1 "
+                        f"(a crowd region), or left out")
     segmentation = ann.get("segmentation")
     if segmentation is None:
         return
@@ -150,6 +162,19 @@ def _coordinates(polygon: list, index: int, label: str) -> np.ndarray:
     return array
 
 
+def _is_number(value: Any) -> bool:
+    """An int or float (not a bool) that a float can hold; NaN and infinities count."""
+    if type(value) is float:
+        return True
+    if type(value) is not int:
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
@@ -159,4 +184,4 @@ def _finite(value: Any) -> bool:
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
