@@ -133,15 +133,26 @@ def decode_rgb(path: Path, context: str) -> tv_tensors.Image:
     """Decode any image file Pillow reads as a uint8 RGB ``tv_tensors.Image`` (3, H, W).
 
     Pillow rather than ``torchvision.io``: torchvision 0.29 deprecated its decoders, and Pillow
-    also reads BMP/TIFF.  ``context`` names the record in the error message.
+    also reads BMP/TIFF.  ``context`` names the record in the error message.  EXIF orientation is
+    not applied, as in torchvision's and pycocotools' readers: COCO records and their boxes are
+    in the stored pixels' frame.
     """
     try:
         with Image.open(path) as handle:
-            array = np.asarray(handle.convert("RGB"))  # convert() forces the full decode
+            array = _rgb(handle)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         raise DataError(f"image file {str(path)!r} ({context}) cannot be decoded: "
                         f"{str(error).strip() or type(error).__name__}; replace or remove the file") from error
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
+
+
+def _rgb(handle: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8.  16-bit greyscale (modes ``I;16*``, and ``I`` read as 16-bit) keeps its high
+    byte, as Pillow itself does for 16-bit RGB; ``convert("RGB")`` would clip it at 255 instead."""
+    if handle.mode == "I" or handle.mode.startswith("I;16"):
+        grey = (np.clip(np.asarray(handle), 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(handle.convert("RGB"))  # convert() forces the full decode
 
 
 def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
