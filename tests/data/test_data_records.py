@@ -191,3 +191,36 @@ def test_well_formed_fields_load_and_defaults_are_filled(make_coco, tmp_path):
         ds = CocoDetection(image_dir, _write(tmp_path, "ok.json", [bare, crowd, nan_box]))
     assert ds.coco.anns[1]["area"] == 20.0 and ds.coco.anns[1]["iscrowd"] == 0
     assert ds[0][1]["boxes"].tolist() == [[1.0, 1.0, 5.0, 6.0]]  # the crowd one is left out, as before
+
+
+# -- beyond the list: image records and the file itself -------------------------------------------
+
+def test_image_record_larger_than_any_decodable_image_is_refused(make_coco, tmp_path):
+    from PIL import Image
+
+    image_dir, _ = make_coco([(1, "a.jpg", 32, 32)], [])
+    huge = tmp_path / "huge.json"  # its masks would be 10^10 bytes each, and it can never be decoded
+    huge.write_text(json.dumps({"images": [{"id": 4, "file_name": "a.jpg", "width": 10**5, "height": 10**5}],
+                                "annotations": [], "categories": [{"id": 1, "name": "thing"}]}))
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    with pytest.raises(DataError, match=rf"huge\.json.*image id 4.*100000x100000.*{limit}.*MAX_IMAGE_PIXELS"):
+        CocoDetection(image_dir, huge)
+    huge.write_text(huge.read_text().replace("100000,", "0,", 1))
+    with pytest.raises(DataError, match=r"image id 4 \('a\.jpg'\) has size 0x100000; width and height must"):
+        CocoDetection(image_dir, huge)
+
+
+def test_outline_budget_has_a_ceiling_for_huge_images():
+    from vertebra.data._records import check_annotation
+
+    image = {"id": 1, "width": 10**6, "height": 150}  # 150 Mpx: decodable, but 100 laps = 1e8 px of outline
+    zigzag = [v for _ in range(600) for v in (0, 0, 10**6 - 1, 149)]
+    ann = {"id": 2, "bbox": [0, 0, 1, 1], "segmentation": [zigzag]}
+    with pytest.raises(DataError, match=r"outline of \d+ px, more than .*4000000 px"):
+        check_annotation(ann, image, "f.json")
+
+
+def test_deeply_nested_json_is_a_data_error(make_coco):
+    image_dir, ann_file = make_coco([], [], raw="[" * 100_000)
+    with pytest.raises(DataError, match=r"instances\.json.*nested too deeply"):
+        CocoDetection(image_dir, ann_file)

@@ -25,7 +25,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 from ..errors import DataError
-from ._records import check_annotation
+from ._records import check_annotation, check_image
 
 PathLike = str | os.PathLike[str]
 
@@ -49,6 +49,9 @@ def load_coco(ann_file: PathLike) -> COCO:
     except json.JSONDecodeError as error:
         raise DataError(f"annotation file {str(path)!r} is not valid JSON: {error.msg} at line "
                         f"{error.lineno}, column {error.colno}") from error
+    except RecursionError:
+        raise DataError(f"annotation file {str(path)!r} is nested too deeply to be a COCO file "
+                        f"(lists or objects inside each other thousands of levels down)") from None
     except UnicodeDecodeError as error:
         raise DataError(f"annotation file {str(path)!r} is not UTF-8 text ({error.reason})") from error
     _validate(dataset, path)
@@ -80,9 +83,7 @@ def _validate(dataset: Any, path: Path) -> None:
     _check_records(dataset["images"], "images", where, {"id": int, "file_name": str, "width": int, "height": int})
     images = {record["id"]: record for record in dataset["images"]}
     for record in dataset["images"]:
-        if record["width"] <= 0 or record["height"] <= 0:
-            raise DataError(f"{where}: image id {record['id']} ({record['file_name']!r}) has size "
-                            f"{record['width']}x{record['height']}; width and height must be positive")
+        check_image(record, where)
     category_ids = _check_records(dataset["categories"], "categories", where, {"id": int, "name": str})
     _check_records(dataset["annotations"], "annotations", where,
                    {"id": int, "image_id": int, "category_id": int})

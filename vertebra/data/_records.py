@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import DataError
 
@@ -30,6 +31,28 @@ BORDER_MARGIN = 0.05
 #: (Chebyshev length, what the rasteriser allocates for).  A real outline is a few times the
 #: object's size; a polygon zig-zagging across the image a million times is an attack.
 OUTLINE_LAPS = 100
+#: ... and never more than this many pixels (about 400 MB in the rasteriser), however large the image.
+OUTLINE_CEILING = 4_000_000
+
+
+def check_image(record: dict, where: str) -> None:
+    """Refuse an image record (int ``width``/``height`` already checked) whose size is impossible.
+
+    Non-positive sizes, and sizes Pillow will never decode (more than twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``, its decompression-bomb limit) or pycocotools' 32-bit RLEs cannot
+    address: every mask of such a record would cost ``width * height`` bytes before the image
+    itself failed to load.
+    """
+    width, height = record["width"], record["height"]
+    name = f"{where}: image id {record['id']} ({record['file_name']!r})"
+    if width <= 0 or height <= 0:
+        raise DataError(f"{name} has size {width}x{height}; width and height must be positive")
+    limit = 2**32 - 1 if Image.MAX_IMAGE_PIXELS is None else min(2 * Image.MAX_IMAGE_PIXELS, 2**32 - 1)
+    if width * height > limit:
+        raise DataError(f"{name} has size {_short(width)}x{_short(height)}, more than {limit} pixels, which no "
+                        f"image can have here (2 x PIL.Image.MAX_IMAGE_PIXELS, Pillow's decompression-bomb "
+                        f"limit; 2^32 for pycocotools' masks); fix the record, or raise "
+                        f"PIL.Image.MAX_IMAGE_PIXELS if the image is real")
 
 
 def check_annotation(ann: dict, image: dict, where: str) -> None:
@@ -77,11 +100,12 @@ def _check_polygons(polygons: list, width: int, height: int, label: str) -> None
         points = flat[: len(flat) // 2 * 2].reshape(-1, 2)
         if len(points) > 1:
             outline += float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
-    budget = OUTLINE_LAPS * (width + height)
+    budget = min(OUTLINE_LAPS * (width + height), OUTLINE_CEILING)
     if outline > budget:
-        raise DataError(f"{label}: its polygons trace an outline of {outline:.0f} px, more than {OUTLINE_LAPS} "
-                        f"times the image's width + height ({budget} px); a real outline is far shorter, "
-                        f"so check the coordinates (rasterising this one would cost memory in proportion)")
+        raise DataError(f"{label}: its polygons trace an outline of {outline:.0f} px, more than {budget} px "
+                        f"({OUTLINE_LAPS} times the image's width + height, at most {OUTLINE_CEILING}); a real "
+                        f"outline is far shorter, so check the coordinates (rasterising it costs memory in "
+                        f"proportion)")
 
 
 def _check_rle(rle: dict, width: int, height: int, label: str) -> None:
