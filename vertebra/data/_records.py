@@ -83,29 +83,61 @@ def check_annotation(ann: dict, image: dict, where: str) -> None:
 
 
 def _check_polygons(polygons: list, width: int, height: int, label: str) -> None:
-    outline = 0.0
+    margins = (1.0 + BORDER_MARGIN * width, 1.0 + BORDER_MARGIN * height)
+    longest_edge = max(width + 2 * margins[0], height + 2 * margins[1])
+    bound = 0.0  # an upper bound on the outline, cheap to get
     for index, polygon in enumerate(polygons):
         if not isinstance(polygon, list):
             raise DataError(f"{label}: polygon {index} must be a list of numbers [x0, y0, x1, y1, ...], "
                             f"got {type(polygon).__name__}")
-        flat = _coordinates(polygon, index, label)
-        for axis, name, side in ((0, "x", width), (1, "y", height)):
-            values = flat[axis::2]
-            margin = 1.0 + BORDER_MARGIN * side
-            outside = (values < -margin) | (values > side + margin)
-            if outside.any():
-                value = float(values[outside.argmax()])
-                raise DataError(f"{label}: polygon {index} has {name} = {value:g}, outside the image (0..{side}, "
-                                f"with a margin of {margin:g} px); polygon coordinates are pixels of this image")
-        points = flat[: len(flat) // 2 * 2].reshape(-1, 2)
-        if len(points) > 1:
-            outline += float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
+        if not _plainly_inside(polygon, width, height, margins):
+            _refuse_coordinates(polygon, index, width, height, margins, label)
+        bound += len(polygon) // 2 * longest_edge
     budget = min(OUTLINE_LAPS * (width + height), OUTLINE_CEILING)
+    if bound <= budget:  # the common case: a few dozen points, no need to measure
+        return
+    outline = sum(_outline(polygon) for polygon in polygons)
     if outline > budget:
         raise DataError(f"{label}: its polygons trace an outline of {outline:.0f} px, more than {budget} px "
                         f"({OUTLINE_LAPS} times the image's width + height, at most {OUTLINE_CEILING}); a real "
                         f"outline is far shorter, so check the coordinates (rasterising it costs memory in "
                         f"proportion)")
+
+
+def _plainly_inside(polygon: list, width: int, height: int, margins: tuple[float, float]) -> bool:
+    """True when every value is a finite int/float within the margins (the fast path: a COCO file
+    holds millions of coordinates, and numpy's per-call cost would dominate)."""
+    if not set(map(type, polygon)) <= {int, float}:
+        return False
+    try:
+        if not math.isfinite(sum(polygon)):  # any NaN or infinity makes the sum non-finite
+            return False
+    except OverflowError:  # an int past float range
+        return False
+    xs, ys = polygon[0::2], polygon[1::2]
+    return ((not xs or (min(xs) >= -margins[0] and max(xs) <= width + margins[0]))
+            and (not ys or (min(ys) >= -margins[1] and max(ys) <= height + margins[1])))
+
+
+def _refuse_coordinates(polygon: list, index: int, width: int, height: int, margins: tuple[float, float],
+                        label: str) -> None:
+    """Raise the DataError that says which coordinate of ``polygon`` is wrong, and why."""
+    flat = _coordinates(polygon, index, label)
+    for axis, name, side in ((0, "x", width), (1, "y", height)):
+        values, margin = flat[axis::2], margins[axis]
+        outside = (values < -margin) | (values > side + margin)
+        if outside.any():
+            value = float(values[outside.argmax()])
+            raise DataError(f"{label}: polygon {index} has {name} = {value:g}, outside the image (0..{side}, "
+                            f"with a margin of {margin:g} px); polygon coordinates are pixels of this image")
+
+
+def _outline(polygon: list) -> float:
+    """Chebyshev length of the closed polygon: what pycocotools' rasteriser allocates for (x5)."""
+    points = np.array(polygon[: len(polygon) // 2 * 2], dtype=np.float64).reshape(-1, 2)
+    if len(points) < 2:
+        return 0.0
+    return float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
 
 
 def _check_rle(rle: dict, width: int, height: int, label: str) -> None:
