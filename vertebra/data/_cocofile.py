@@ -2,9 +2,10 @@
 :class:`~vertebra.errors.DataError` that names the file and the record.
 
 pycocotools trusts its input: a typo'd ``image_id`` surfaces as a ``KeyError`` three calls deep, a
-truncated file as a bare ``JSONDecodeError`` with no file name.  Everything is checked once here,
-before training starts, so a bad data set fails in the first second with a message that says
-which record to fix.
+truncated file as a bare ``JSONDecodeError`` with no file name, a hostile polygon as gigabytes of
+memory.  Everything is checked once here (each record's values in :mod:`._records`), before
+training starts, so a bad data set fails in the first second with a message that says which
+record to fix.
 """
 
 from __future__ import annotations
