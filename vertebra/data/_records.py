@@ -206,7 +206,7 @@ def _coordinates(polygon: list, index: int, label: str) -> np.ndarray:
     """The polygon's coordinates as a float array, refusing anything but finite numbers."""
     for value in polygon:
         if type(value) is not float and type(value) is not int:
-            raise DataError(f"{label}: polygon {index} coordinate {value!r} is not a number; polygons are "
+            raise DataError(f"{label}: polygon {index} coordinate {_short(value)} is not a number; polygons are "
                             f"flat lists of pixel coordinates [x0, y0, x1, y1, ...]")
     try:
         array = np.array(polygon, dtype=np.float64)
