@@ -4,12 +4,18 @@ hand-made COCO files (to break them on purpose)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from vertebra.data import generate_shapes
+
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -55,5 +61,27 @@ def _box_annotation(ann_id: int, image_id: int, bbox, category_id: int = 1, **ex
     x, y, w, h = bbox
     polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": list(bbox),
-            "segmentation": [polygon], "area": float(w * h), "iscrowd": 0, **extra}
+            "segmentation": [polygon], "area": float(max(w, 0) * max(h, 0)), "iscrowd": 0, **extra}
 
+
+
+@pytest.fixture
+def run_limited():
+    """``run_limited(image_dir, ann_files)`` -> one result line per file, loaded under a memory limit.
+
+    Every test that feeds pycocotools a hostile polygon or RLE goes through this, never in-process:
+    before the loader validated coordinates one such polygon asked for tens of gigabytes.
+    """
+
+    def _run(image_dir, ann_files, headroom_mb=2500):
+        script = Path(__file__).with_name("limited_load.py")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, str(script), str(headroom_mb), str(image_dir),
+                               *map(str, ann_files)], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=_ROOT)
+        assert done.returncode == 0, f"the load crashed (rc {done.returncode}):\n{done.stderr[-3000:]}"
+        lines = done.stdout.splitlines()
+        assert len(lines) == len(ann_files), done.stdout + done.stderr[-3000:]
+        return lines
+
+    return _run

@@ -32,3 +32,16 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
     assert main(["data", "shapes", "--out", str(tmp_path), "--num-val", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: generate_shapes: num_val must be an integer >= 1, got 0"
     assert main(["data"]) == 2  # no action: argparse usage error
+
+
+def test_check_command_refuses_a_malformed_record_in_one_line(tmp_path, capsys):
+    main(["data", "shapes", "--out", str(tmp_path), "--num-train", "2", "--num-val", "1", "--size", "32"])
+    capsys.readouterr()
+    ann_file = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(ann_file.read_text())
+    data["annotations"][0]["area"] = "big"  # passed the check before, then crashed COCOeval after the epoch
+    ann_file.write_text(json.dumps(data))
+    assert main(["data", "check", str(ann_file), "--images", str(tmp_path / "train")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: annotation file") and "instances_train.json" in last
+    assert f"annotation id {data['annotations'][0]['id']}" in last and "area 'big'" in last

@@ -58,15 +58,18 @@ def test_image_without_annotations_gives_empty_target(make_coco):
 
 
 def test_boxes_are_clipped_and_crowd_is_left_out(make_coco, box_ann):
+    inside = [[0, 2, 6, 2, 6, 32, 0, 32]]  # polygons past the border are refused (test_data_records.py)
     image_dir, ann_file = make_coco([(1, "a.jpg", 32, 32)],
-                                    [box_ann(1, 1, [-4, 2, 10, 40]), box_ann(2, 1, [3, 3, 5, 5], iscrowd=1)])
+                                    [box_ann(1, 1, [-4, 2, 10, 40], segmentation=inside),
+                                     box_ann(2, 1, [3, 3, 5, 5], iscrowd=1)])
     _, target = CocoDetection(image_dir, ann_file)[0]
     assert target["boxes"].tolist() == [[0.0, 2.0, 6.0, 32.0]]
 
 
 def test_degenerate_boxes_are_skipped_with_a_count_or_refused_when_strict(make_coco, box_ann):
     anns = [box_ann(1, 1, [2, 2, 10, 10]), box_ann(2, 1, [5, 5, 0, 4]), box_ann(3, 1, [5, 5, -3, 4]),
-            box_ann(4, 1, [40, 40, 5, 5])]  # zero width, negative width, entirely outside
+            box_ann(4, 1, [40, 40, 5, 5], segmentation=[[30, 30, 32, 30, 32, 32]])]  # zero width, negative
+    # width, entirely outside (its polygon inside: one past the border is refused, see test_data_records.py)
     image_dir, ann_file = make_coco([(1, "a.jpg", 32, 32)], anns)
     with pytest.warns(UserWarning, match=r"skipped 3 unusable annotation\(s\).*annotation id 2"):
         ds = CocoDetection(image_dir, ann_file)

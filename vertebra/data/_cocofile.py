@@ -2,9 +2,10 @@
 :class:`~vertebra.errors.DataError` that names the file and the record.
 
 pycocotools trusts its input: a typo'd ``image_id`` surfaces as a ``KeyError`` three calls deep, a
-truncated file as a bare ``JSONDecodeError`` with no file name.  Everything is checked once here,
-before training starts, so a bad data set fails in the first second with a message that says
-which record to fix.
+truncated file as a bare ``JSONDecodeError`` with no file name, a hostile polygon as gigabytes of
+memory.  Everything is checked once here (each record's values in :mod:`._records`), before
+training starts, so a bad data set fails in the first second with a message that says which
+record to fix.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 from ..errors import DataError
+from ._records import check_annotation, check_image
 
 PathLike = str | os.PathLike[str]
 
@@ -34,7 +36,9 @@ def load_coco(ann_file: PathLike) -> COCO:
 
     Checked: the file exists and is JSON; ``images`` and ``categories`` are non-empty lists of
     records with the required fields; ids are unique; every annotation points at an existing
-    image and category and has a 4-number ``bbox``.  Degenerate boxes are *not* refused here:
+    image and category and passes :func:`._records.check_annotation`
+    (a 4-number ``bbox``, a finite ``area`` >= 0, ``iscrowd`` 0/1, polygon
+    coordinates within the image, RLEs that cover it exactly).  Degenerate boxes are *not* refused here:
     the data sets decide (skip or ``strict``).
     """
     path = Path(ann_file)
@@ -46,6 +50,9 @@ def load_coco(ann_file: PathLike) -> COCO:
     except json.JSONDecodeError as error:
         raise DataError(f"annotation file {str(path)!r} is not valid JSON: {error.msg} at line "
                         f"{error.lineno}, column {error.colno}") from error
+    except RecursionError:
+        raise DataError(f"annotation file {str(path)!r} is nested too deeply to be a COCO file "
+                        f"(lists or objects inside each other thousands of levels down)") from None
     except UnicodeDecodeError as error:
         raise DataError(f"annotation file {str(path)!r} is not UTF-8 text ({error.reason})") from error
     _validate(dataset, path)
@@ -74,30 +81,24 @@ def _validate(dataset: Any, path: Path) -> None:
     if not dataset["categories"]:
         raise DataError(f"{where}: 'categories' is empty; at least one category is needed")
 
-    image_ids = _check_records(dataset["images"], "images", where,
-                               {"id": int, "file_name": str, "width": int, "height": int})
+    _check_records(dataset["images"], "images", where, {"id": int, "file_name": str, "width": int, "height": int})
+    images = {record["id"]: record for record in dataset["images"]}
     for record in dataset["images"]:
-        if record["width"] <= 0 or record["height"] <= 0:
-            raise DataError(f"{where}: image id {record['id']} ({record['file_name']!r}) has size "
-                            f"{record['width']}x{record['height']}; width and height must be positive")
+        check_image(record, where)
     category_ids = _check_records(dataset["categories"], "categories", where, {"id": int, "name": str})
     _check_records(dataset["annotations"], "annotations", where,
                    {"id": int, "image_id": int, "category_id": int})
     for ann in dataset["annotations"]:
-        if ann["image_id"] not in image_ids:
+        if ann["image_id"] not in images:
             raise DataError(f"{where}: annotation id {ann['id']} points at image id {ann['image_id']}, "
                             f"which is not in 'images'; remove the annotation or add the image record")
         if ann["category_id"] not in category_ids:
             raise DataError(f"{where}: annotation id {ann['id']} has category_id {ann['category_id']}, "
                             f"which is not in 'categories' (ids {sorted(category_ids)})")
-        bbox = ann.get("bbox")
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            raise DataError(f"{where}: annotation id {ann['id']} has bbox {bbox!r}; COCO boxes are "
-                            f"[x, y, width, height] (4 numbers)")
+        check_annotation(ann, images[ann["image_id"]], where)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:  # COCOeval's area ranges need it
-            ann["area"] = float(bbox[2] * bbox[3])
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
 
 
 def _check_records(records: list, key: str, where: str, fields: dict[str, type]) -> set[int]:
@@ -134,15 +135,26 @@ def decode_rgb(path: Path, context: str) -> tv_tensors.Image:
     """Decode any image file Pillow reads as a uint8 RGB ``tv_tensors.Image`` (3, H, W).
 
     Pillow rather than ``torchvision.io``: torchvision 0.29 deprecated its decoders, and Pillow
-    also reads BMP/TIFF.  ``context`` names the record in the error message.
+    also reads BMP/TIFF.  ``context`` names the record in the error message.  EXIF orientation is
+    not applied, as in torchvision's and pycocotools' readers: COCO records and their boxes are
+    in the stored pixels' frame.
     """
     try:
         with Image.open(path) as handle:
-            array = np.asarray(handle.convert("RGB"))  # convert() forces the full decode
+            array = _rgb(handle)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         raise DataError(f"image file {str(path)!r} ({context}) cannot be decoded: "
                         f"{str(error).strip() or type(error).__name__}; replace or remove the file") from error
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
+
+
+def _rgb(handle: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8.  16-bit greyscale (modes ``I;16*``, and ``I`` read as 16-bit) keeps its high
+    byte, as Pillow itself does for 16-bit RGB; ``convert("RGB")`` would clip it at 255 instead."""
+    if handle.mode == "I" or handle.mode.startswith("I;16"):
+        grey = (np.clip(np.asarray(handle), 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(handle.convert("RGB"))  # convert() forces the full decode
 
 
 def read_image(path: Path, record: dict, ann_file: PathLike) -> tv_tensors.Image:
@@ -169,8 +181,8 @@ def clipped_box(bbox: list[float], width: int, height: int) -> list[float] | Non
 
 def polygon_problem(segmentation: Any) -> str | None:
     """Why a segmentation cannot be rasterised, or ``None`` when it can."""
-    if isinstance(segmentation, dict):  # RLE, compressed or not
-        return None if "counts" in segmentation and "size" in segmentation else "RLE without counts/size"
+    if isinstance(segmentation, dict):  # an RLE, compressed or not: load_coco checked it
+        return None
     if not isinstance(segmentation, list) or not segmentation:
         return "no segmentation"
     for polygon in segmentation:

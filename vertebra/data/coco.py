@@ -51,8 +51,10 @@ class CocoDetection(Dataset):
 
     Raises:
         DataError: malformed JSON, a missing image file, an annotation pointing at a missing image
-            or category, an empty split, a degenerate box under ``strict``; at sample time, an image
-            that cannot be decoded or whose size disagrees with its record.
+            or category, a malformed record (a non-numeric or out-of-image polygon, an RLE that does
+            not cover its image, a bad ``area`` / ``iscrowd``), an empty split, a degenerate box
+            under ``strict``; at sample time, an image that cannot be decoded or whose size disagrees
+            with its record.
     """
 
     def __init__(self, image_dir: PathLike, ann_file: PathLike,
