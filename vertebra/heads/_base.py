@@ -158,29 +158,31 @@ def _output_stride_problem(requirements: Requirements, levels: _Levels, head: st
             f"level is {deepest.name} (stride {deepest.stride}); {fix}")
 
 
+def _missing(wanted: tuple, levels: _Levels, attribute: str) -> tuple[list, bool]:
+    """The ``wanted`` values of ``attribute`` no returned level has, and whether the backbone offers them all."""
+    have = {getattr(spec, attribute) for spec in levels.info}
+    missing = [value for value in wanted if value not in have]
+    offered = {getattr(spec, attribute) for spec in levels.offered}
+    return missing, all(value in offered for value in missing)
+
+
 def _stride_problem(requirements: Requirements, levels: _Levels, head: str) -> str | None:
-    have = {spec.stride for spec in levels.info}
-    missing = [s for s in requirements.strides if s not in have]
+    missing, offered = _missing(requirements.strides, levels, "stride")
     if not missing:
         return None
-    if all(s in {spec.stride for spec in levels.offered} for s in missing):
-        fix = levels.include_fix("them")
-    else:
-        fix = (f"this backbone has no such level; choose another backbone "
-               f"(registry.compatible({head!r}) lists those that fit)")
+    fix = levels.include_fix("them") if offered else (
+        f"this backbone has no such level; choose another backbone "
+        f"(registry.compatible({head!r}) lists those that fit)")
     return (f"needs level(s) with stride {', '.join(map(str, missing))}, but the backbone returns "
             f"{levels.returned}; {fix}")
 
 
 def _name_problem(requirements: Requirements, levels: _Levels, head: str) -> str | None:
-    have = {spec.name for spec in levels.info}
-    missing = [name for name in requirements.names if name not in have]
+    missing, offered = _missing(requirements.names, levels, "name")
     if not missing:
         return None
-    if all(name in {spec.name for spec in levels.offered} for name in missing):
-        fix = levels.include_fix("them")
-    else:
-        fix = f"pass levels= with names from {[spec.name for spec in levels.info]} or change the backbone's preset"
+    fix = levels.include_fix("them") if offered else (
+        f"pass levels= with names from {[spec.name for spec in levels.info]} or change the backbone's preset")
     return (f"reads level(s) {', '.join(map(repr, missing))}, but the backbone returns {levels.returned}; "
             f"{fix}")
 
