@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -205,3 +205,9 @@ def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
 
 def empty_boxes(height: int, width: int) -> tv_tensors.BoundingBoxes:
     return tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(height, width))
+
+
+def category_labels(coco: Any, category_ids: Sequence[int]) -> tuple[dict[int, int], tuple[str, ...]]:
+    """Labels ``1..K`` for ``category_ids`` in order (0 is background), and the class names by label."""
+    id_to_label = {cid: i + 1 for i, cid in enumerate(category_ids)}
+    return id_to_label, ("__background__",) + tuple(coco.cats[cid]["name"] for cid in category_ids)

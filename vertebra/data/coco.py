@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import DataError
-from ._cocofile import (PathLike, annotation_mask, check_image_files, clipped_box, empty_boxes, load_coco,
+from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, clipped_box, empty_boxes, load_coco,
                         polygon_problem, read_image)
 
 __all__ = ["CocoDetection"]
@@ -68,11 +68,9 @@ class CocoDetection(Dataset):
         self.ids: list[int] = sorted(self.coco.imgs)
         #: COCO category id of label ``i`` is ``category_ids[i - 1]``.
         self.category_ids: tuple[int, ...] = tuple(sorted(self.coco.cats))
-        self.category_id_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
-        self.label_to_category_id: dict[int, int] = {v: k for k, v in self.category_id_to_label.items()}
         #: Names by label; index 0 is ``"__background__"``.
-        self.classes: tuple[str, ...] = ("__background__",) + tuple(
-            self.coco.cats[cid]["name"] for cid in self.category_ids)
+        self.category_id_to_label, self.classes = category_labels(self.coco, self.category_ids)
+        self.label_to_category_id: dict[int, int] = {v: k for k, v in self.category_id_to_label.items()}
         self._annotations, self.skipped_annotations = self._usable_annotations(strict)
 
     @property

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import ConfigError, DataError, UnknownNameError
-from ._cocofile import (PathLike, annotation_mask, check_image_files, decode_rgb, load_coco, polygon_problem,
+from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, decode_rgb, load_coco, polygon_problem,
                         read_image)
 
 __all__ = ["CocoSemantic", "MaskFolderSegmentation", "COCO_VOC_CATEGORY_IDS", "IGNORE_INDEX"]
@@ -66,10 +66,8 @@ class CocoSemantic(Dataset):
         self.ids: list[int] = sorted(self.coco.imgs)
         #: COCO category id of label ``i`` is ``category_ids[i - 1]``.
         self.category_ids: tuple[int, ...] = self._resolve(categories)
-        self.category_id_to_label = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         #: Names by label; index 0 is ``"__background__"``.
-        self.classes: tuple[str, ...] = ("__background__",) + tuple(
-            self.coco.cats[cid]["name"] for cid in self.category_ids)
+        self.category_id_to_label, self.classes = category_labels(self.coco, self.category_ids)
         self._annotations, self.skipped_annotations = self._usable_annotations(strict)
 
     @property
