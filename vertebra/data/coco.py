@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import DataError
-from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, clipped_box, empty_boxes, load_coco,
-                        polygon_problem, read_image)
+from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, clipped_box,
+                        empty_boxes, load_coco, polygon_problem, read_image)
 
 __all__ = ["CocoDetection"]
 

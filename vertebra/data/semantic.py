@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import ConfigError, DataError, UnknownNameError
-from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, decode_rgb, load_coco, polygon_problem,
-                        read_image)
+from ._cocofile import (PathLike, annotation_mask, category_labels, check_image_files, decode_rgb, load_coco,
+                        polygon_problem, read_image)
 
 __all__ = ["CocoSemantic", "MaskFolderSegmentation", "COCO_VOC_CATEGORY_IDS", "IGNORE_INDEX"]
 
