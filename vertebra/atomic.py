@@ -6,24 +6,43 @@ interrupted halfway leaves a truncated file in place of the last good one.  So w
 temporary file *in the same directory* (``os.replace`` is only atomic within one file system), are
 flushed and fsync'ed, and then replace the target in one step: readers see the old file or the new
 one, never a mix.
+
+A process killed between creating its temporary file and renaming it (SIGKILL, power loss) leaves
+the temporary behind; nothing else would ever remove it, so each write first removes the stale
+temporaries of its own target (:func:`remove_stale_temporaries`).  A temporary's name carries its
+writer (``.last.pth.<host>-<pid>.<random>.tmp``), so a live writer's file, a concurrent save into
+the same folder, is never touched: only a file whose writer process on this host is gone, or any
+other (a writer on another host of a shared file system, a name without a writer) untouched for
+:data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S"]
 
 PathLike = str | os.PathLike[str]
 
 # mkstemp creates 0600 files; give the final file the permissions a plain open() would have.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+#: A temporary nobody has written for this long is abandoned, whoever wrote it (no save takes an hour).
+STALE_AFTER_S = 3600.0
+# Which machine wrote a temporary: pids only mean something on the host that issued them.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_OURS = re.compile(r"(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)\.[a-z0-9_]+\Z")
+_UNOWNED = re.compile(r"[a-z0-9_]{8}\Z")     # mkstemp's random part alone (written before names had a writer)
 
 
 @contextlib.contextmanager
@@ -39,8 +58,10 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
     target = Path(path)
     directory = target.parent
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.{_HOST}-{os.getpid()}.",
+                                    suffix=".tmp")
     try:
         os.chmod(tmp_name, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **kwargs) as handle:
@@ -53,6 +74,57 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
             os.unlink(tmp_name)
         raise
     _fsync_directory(directory)
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the abandoned temporaries :func:`atomic_open` left next to ``path``; returns those removed.
+
+    Only names of ``path``'s own temporaries are considered, and of those only the stale ones
+    (module docstring): a writer that is still running keeps its file.
+    """
+    target = Path(path)
+    prefix = f".{target.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")) or not _is_stale(name[len(prefix):-4], entry):
+            continue
+        with contextlib.suppress(OSError):   # another writer's cleanup got there first, or no permission
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _is_stale(middle: str, entry: os.DirEntry) -> bool:
+    ours = _OURS.match(middle)
+    if ours is None and not _UNOWNED.match(middle):
+        return False                           # another target's temporary (``last.pth.bak``) or not ours
+    if ours is not None and ours["host"] == _HOST:
+        pid = int(ours["pid"])
+        if pid == os.getpid():
+            return False                       # this process's own write in another thread
+        if not _process_alive(pid):
+            return True
+    try:                                       # a live pid may have been reused; a foreign host's pid means nothing
+        return time.time() - entry.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":                        # os.kill(pid, 0) would signal it there: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                            # EPERM: alive, another user's
+        return True
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:
