@@ -130,3 +130,29 @@ def test_bad_iou_types(shapes_val, iou_types):
 def test_label_map_must_point_at_real_categories(shapes_val):
     with pytest.raises(ConfigError, match=r"category ids \[42\]"):
         CocoEvaluator(shapes_val.coco, label_to_category_id={1: 42})
+
+
+@pytest.mark.parametrize("segmentation", [[], [[1, 2]], [[1.0, 1.0, 5.0, 1.0]], None, "missing"])
+def test_mask_ap_leaves_out_ground_truth_without_a_mask_instead_of_crashing(segmentation):
+    """The data sets skip such annotations; COCOeval's mask IoU would raise (IndexError, TypeError ...)."""
+    from pycocotools.coco import COCO
+
+    good = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0,
+            "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]}
+    bad = {"id": 2, "image_id": 1, "category_id": 1, "bbox": [20, 20, 8, 8], "area": 64, "iscrowd": 0}
+    if segmentation != "missing":
+        bad["segmentation"] = segmentation
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "width": 32, "height": 32, "file_name": "a.png"}],
+                  "categories": [{"id": 1, "name": "thing"}], "annotations": [good, bad]}
+    gt.createIndex()
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 2:12, 2:12] = 1
+    with pytest.warns(UserWarning, match=r"leaves out 1 ground-truth annotation\(s\) .*ids \[2\]"):
+        evaluator = CocoEvaluator(gt, ("bbox", "segm"))
+    evaluator.update({1: {"boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0]]), "scores": torch.tensor([0.9]),
+                          "labels": torch.tensor([1]), "masks": mask}})
+    metrics = evaluator.compute()
+    assert metrics["segm_AP50"] == pytest.approx(1.0)   # the one usable instance, found
+    assert metrics["AP50"] == pytest.approx(0.5, abs=0.01)  # boxes: both instances count, one found
+    assert len(gt.dataset["annotations"]) == 2           # the caller's ground truth is untouched

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -67,6 +68,8 @@ class CocoEvaluator:
         if bad or not self.iou_types or len(set(self.iou_types)) != len(self.iou_types):
             raise ConfigError(f"iou_types must be a non-empty selection of {_IOU_TYPES} without repeats, "
                               f"got {self.iou_types!r}")
+        #: the ground truth mask AP is scored against (see :func:`_maskable_ground_truth`)
+        self.segm_gt = _maskable_ground_truth(coco_gt) if "segm" in self.iou_types else coco_gt
         if label_to_category_id is None:
             label_to_category_id = {i + 1: cid for i, cid in enumerate(sorted(coco_gt.cats))}
         unknown = sorted(set(label_to_category_id.values()) - set(coco_gt.cats))
@@ -174,7 +177,8 @@ class CocoEvaluator:
         image_ids = sorted(self.predictions) or sorted(self.coco_gt.imgs)
         results: dict[str, float] = {}
         for iou_type in self.iou_types:
-            evaluator = COCOeval(self.coco_gt, self._detections(iou_type), iou_type)
+            ground_truth = self.segm_gt if iou_type == "segm" else self.coco_gt
+            evaluator = COCOeval(ground_truth, self._detections(iou_type), iou_type)
             evaluator.params.imgIds = image_ids
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
@@ -208,6 +212,32 @@ class CocoEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             detections.createIndex()
         return detections
+
+
+def _maskable_ground_truth(coco_gt: COCO) -> COCO:
+    """``coco_gt`` without the annotations that have no mask to score against, with a warning.
+
+    The data sets skip an annotation whose segmentation is missing, empty or a polygon of fewer
+    than three points (the model never sees it as an instance); pycocotools' mask IoU would
+    instead crash on it, after a whole epoch of training.  Scoring mask AP without those
+    annotations keeps evaluation consistent with what was trained.
+    """
+    from ..data._cocofile import polygon_problem
+
+    unusable = sorted(ann["id"] for ann in coco_gt.dataset.get("annotations", [])
+                      if polygon_problem(ann.get("segmentation")) is not None)
+    if not unusable:
+        return coco_gt
+    warnings.warn(f"mask AP leaves out {len(unusable)} ground-truth annotation(s) without a usable "
+                  f"segmentation (ids {unusable[:10]}{' ...' if len(unusable) > 10 else ''}); box AP keeps them",
+                  stacklevel=3)
+    kept = set(unusable)
+    usable = COCO()
+    usable.dataset = {**coco_gt.dataset,
+                      "annotations": [a for a in coco_gt.dataset["annotations"] if a["id"] not in kept]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        usable.createIndex()
+    return usable
 
 
 def _numpy(value: Any, dtype: Any) -> np.ndarray:
