@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from .lazy import lazy_exports, provide
 
 # name -> the module it lives in; ``optimize`` is the function (its module is private), never a module
-_HOMES = {"registry": ".registry", "optimize": "._optimize", "__version__": ".version"}
-__all__ = ["registry", "optimize", "__version__"]
+_HOMES = {"registry": ".registry", "optimize": "._optimize", "load_model": ".deploy.model",
+          "Predictor": ".deploy.predict", "__version__": ".version"}
+__all__ = ["registry", "optimize", "load_model", "Predictor", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import registry
     from ._optimize import optimize
+    from .deploy.model import load_model
+    from .deploy.predict import Predictor
     from .version import __version__
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
