@@ -56,14 +56,15 @@ def place_labels(boxes: list[Box], sizes: list[tuple[float, float]], width: floa
                  height: float) -> list[tuple[float, float] | None]:
     """Top-left corner for each label (in the given order), or None where no spot is free.
 
-    Candidates: above the box's left edge, inside its top-left, below its bottom, inside its
-    bottom-left; the first inside the image that overlaps no label placed before wins.
+    Candidates: above the box, inside its top, below it, inside its bottom, each first at the left
+    edge then at the right; the first inside the image that overlaps no label placed before wins.
     """
     placed: list[Box] = []
     spots: list[tuple[float, float] | None] = []
     for (x0, y0, x1, y1), (w, h) in zip(boxes, sizes):
         chosen = None
-        for x, y in ((x0, y0 - h), (x0, y0), (x0, y1), (x0, y1 - h)):
+        rows = (y0 - h, y0, y1, y1 - h)
+        for x, y in [(x, y) for y in rows for x in (x0, x1 - w)]:
             x = min(max(x, 0.0), max(width - w, 0.0))
             rect = (x, y, x + w, y + h)
             if y >= 0 and y + h <= height and not any(_overlaps(rect, other) for other in placed):
