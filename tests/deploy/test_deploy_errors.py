@@ -52,7 +52,8 @@ def test_semantic_models_take_no_threshold(artifacts):
 
 
 @pytest.mark.parametrize("options,match", [({"runtime": "tensorrt"}, "runtime"), ({"batch_size": 0}, "batch_size"),
-                                           ({"top_k": 0}, "top_k"), ({"device": "gpu7"}, "device")])
+                                           ({"top_k": 0}, "top_k"), ({"device": "gpu7"}, "device"),
+                                           ({"runtime": "onnxruntime", "device": "cuda"}, "torch runtime only")])
 def test_bad_options(artifacts, options, match):
     with pytest.raises(ConfigError, match=match):
         Predictor(artifacts["classification"], **options)

@@ -182,6 +182,9 @@ class Predictor:
                  device: str | torch.device = "cpu", batch_size: int = 8, threshold: float | None = None,
                  top_k: int = 5, progress: bool | None = None, workdir: str | os.PathLike[str] | None = None):
         self.runtime = check_choice(runtime, RUNTIMES, "runtime")
+        if runtime != "torch" and str(device) not in ("cpu", "auto"):
+            raise ConfigError(f"--runtime {runtime} runs on the CPU here; --device {device} applies to the torch "
+                              "runtime only", path="device")
         self.device = resolve_device(device) if runtime == "torch" else torch.device("cpu")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.top_k = check_positive_int(top_k, "top_k")
