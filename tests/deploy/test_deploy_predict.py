@@ -151,3 +151,23 @@ def test_labels_never_overprint():
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
     assert spots[-1] is not None                                  # a free box always gets its label
     assert 3 <= sum(s is not None for s in spots[:6]) < 6         # a pile-up: some labels left out
+
+
+def test_overlays_put_the_legend_beside_the_enlarged_image():
+    from types import SimpleNamespace
+
+    from vertebra.deploy.overlay import draw_overlay, palette
+    from vertebra.deploy.predict import Prediction
+
+    mask = torch.zeros(60, 90, dtype=torch.uint8)
+    mask[10:30, 10:40], mask[35:55, 50:85], mask[:, :4] = 1, 3, 255
+    prediction = Prediction("x.png", (60, 90), {"mask": mask}, image=torch.full((3, 60, 90), 120, dtype=torch.uint8))
+    predictor = SimpleNamespace(task="semantic", class_names=CLASS_NAMES["semantic"], threshold=None, top_k=5)
+    picture = np.asarray(draw_overlay(prediction, predictor))
+    image_width = round(90 * 384 / 60)                             # enlarged to a 384 px shorter side
+    assert picture.shape[0] >= 384 and picture.shape[1] > image_width
+    legend = picture[:, image_width:].reshape(-1, 3)
+    colours = palette(len(CLASS_NAMES["semantic"]))
+    for index in (1, 3):                                           # the classes present get a swatch
+        assert (legend == colours[index]).all(axis=1).any()
+    assert not (legend == colours[2]).all(axis=1).any()            # an absent class does not

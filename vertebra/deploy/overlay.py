@@ -27,6 +27,7 @@ _COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
             (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229))
 MIN_SIDE = 384          # overlays of smaller images are enlarged to this shorter side
 MASK_ALPHA = 0.45
+UNSEEN = 255            # the semantic mask value of pixels the model did not see
 
 Box = tuple[float, float, float, float]
 
@@ -143,6 +144,9 @@ def _semantic(image, prediction, predictor, scale, font, colours):
         image = _blend(image, mask == index, colours[index])
     total = mask.size
     legend = [(f"{names[c]} {100 * float((mask == c).sum()) / total:.1f}%", colours[c]) for c in present]
+    if (mask == UNSEEN).any():      # cut away by a centre crop: the model has no answer there
+        image = _blend(image, mask == UNSEEN, (255, 255, 255))
+        legend.append((f"not seen (crop) {100 * float((mask == UNSEEN).sum()) / total:.1f}%", (255, 255, 255)))
     header = "each pixel: its most likely class (no threshold)  |  " + (
         f"{len(present)} class{'es' * (len(present) != 1)} besides {names[0]}" if present else f"only {names[0]}")
     return image, header, legend
