@@ -171,3 +171,15 @@ def test_overlays_put_the_legend_beside_the_enlarged_image():
     for index in (1, 3):                                           # the classes present get a swatch
         assert (legend == colours[index]).all(axis=1).any()
     assert not (legend == colours[2]).all(axis=1).any()            # an absent class does not
+
+
+def test_a_training_output_folder_and_in_memory_images_are_accepted(tmp_path, artifacts):
+    import shutil
+
+    (tmp_path / "run").mkdir()
+    shutil.copy(artifacts["classification"], tmp_path / "run" / "model.safetensors")
+    pixels = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    run = Predictor(tmp_path / "run").predict([pixels, Image.fromarray(pixels.permute(1, 2, 0).numpy())])
+    first, second = run.predictions
+    assert (first.name, second.name, first.size) == ("image_0000", "image_0001", (40, 50))
+    torch.testing.assert_close(first.output["probabilities"], second.output["probabilities"])

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 if TYPE_CHECKING:  # pragma: no cover
     from .predict import Prediction, Predictor
 
-__all__ = ["palette", "draw_overlay", "place_labels"]
+__all__ = ["palette", "label_name", "draw_overlay", "place_labels"]
 
 # distinct, readable colours (Tableau 20's dark row, then its light row)
 _COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -35,6 +35,11 @@ Box = tuple[float, float, float, float]
 def palette(count: int) -> list[tuple[int, int, int]]:
     """Colour of class ``i`` for ``i < count``: black for class 0 (background), then the table, cycled."""
     return [(0, 0, 0)] + [_COLOURS[(index - 1) % len(_COLOURS)] for index in range(1, count)]
+
+
+def label_name(names: tuple[str, ...], index: int) -> str:
+    """The class name of output ``index``; its number for a model with more outputs than named classes."""
+    return names[index] if 0 <= index < len(names) else str(index)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -119,7 +124,7 @@ def _detections(image, prediction, predictor, scale, font, colours):
         colour = colours[label % len(colours)]
         draw.rectangle(box, outline=colour, width=line)
         boxes.append(box)
-        texts.append(f"{names[label] if label < len(names) else label} {float(output['scores'][index]):.2f}")
+        texts.append(f"{label_name(names, label)} {float(output['scores'][index]):.2f}")
         classes.append(label)
     sizes = [_text_size(draw, text, font) for text in texts]
     spots = place_labels(boxes, sizes, *image.size)
@@ -132,7 +137,7 @@ def _detections(image, prediction, predictor, scale, font, colours):
     header = (f"threshold {predictor.threshold:.2f}  |  {len(order)} detection{'s' * (len(order) != 1)}"
               + (f"  ({hidden} label{'s' * (hidden != 1)} hidden: no free space)" if hidden else ""))
     present = sorted(set(classes))
-    legend = [(names[c] if c < len(names) else str(c), colours[c % len(colours)]) for c in present]
+    legend = [(label_name(names, c), colours[c % len(colours)]) for c in present]
     return image, header, legend
 
 
@@ -155,9 +160,9 @@ def _semantic(image, prediction, predictor, scale, font, colours):
 def _classification(image, prediction, predictor, scale, font, colours):
     names = predictor.class_names
     labels, scores = prediction.output["labels"].tolist(), prediction.output["scores"].tolist()
-    legend = [(f"{rank + 1}. {names[label]} {score:.2f}", _COLOURS[rank % len(_COLOURS)])
+    legend = [(f"{rank + 1}. {label_name(names, label)} {score:.2f}", _COLOURS[rank % len(_COLOURS)])
               for rank, (label, score) in enumerate(zip(labels, scores))]
-    best = f"{names[labels[0]]} ({scores[0]:.2f})" if labels else "no class above the threshold"
+    best = f"{label_name(names, labels[0])} ({scores[0]:.2f})" if labels else "no class above the threshold"
     return image, f"threshold {predictor.threshold:.2f}  |  top-{predictor.top_k}: {best}", legend
 
 

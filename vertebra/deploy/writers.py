@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..atomic import atomic_open
 from .images import ImageFailure
-from .overlay import draw_overlay, palette
+from .overlay import draw_overlay, label_name, palette
 
 if TYPE_CHECKING:  # pragma: no cover
     from .predict import Prediction, Predictor
@@ -118,7 +118,7 @@ class DetectionWriter(Writer):
             x0, y0, x1, y1 = box
             result = {"image_id": image_id, "file_name": prediction.name,
                       "category_id": self.category_ids[label] if 0 <= label < len(names) else label,
-                      "category_name": names[label] if 0 <= label < len(names) else str(label),
+                      "category_name": label_name(names, label),
                       "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
                       "score": round(score, 5)}
             if rles is not None:
@@ -180,7 +180,7 @@ class ClassificationWriter(Writer):
 
     def write(self, prediction: "Prediction") -> None:
         names = self.predictor.class_names
-        top = [{"rank": rank + 1, "class_id": label, "class_name": names[label], "score": round(score, 6)}
+        top = [{"rank": rank + 1, "class_id": label, "class_name": label_name(names, label), "score": round(score, 6)}
                for rank, (label, score) in enumerate(zip(prediction.output["labels"].tolist(),
                                                          prediction.output["scores"].tolist()))]
         self.rows.append({"file_name": prediction.name, "top_k": top})
