@@ -116,3 +116,30 @@ def test_cli_missing_model_and_missing_images(artifacts, tmp_path, capsys):
     assert cli.main(["predict", str(artifacts["detection"]), "--images", str(tmp_path / "nowhere"),
                      "--out", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_non_torch_runtime_gets_its_runner_from_deploy_runtimes(artifacts, monkeypatch, tmp_path):
+    import sys
+    import types
+
+    calls = []
+
+    def make_runner(model, artifact, runtime, workdir):
+        calls.append((artifact.task, runtime, workdir))
+        return lambda batch: model(batch) * 0 + torch.arange(3.0)     # a runtime that always says "red"
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())   # the extra "is installed"
+    monkeypatch.setitem(sys.modules, "vertebra.deploy.runtimes", types.SimpleNamespace(make_runner=make_runner))
+    image = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    run = Predictor(artifacts["classification"], runtime="onnxruntime", workdir=tmp_path).predict([image])
+    assert calls == [("classification", "onnxruntime", tmp_path)]
+    assert run.predictions[0].output["labels"][0] == 2
+
+
+def test_a_build_without_deploy_runtimes_says_so(artifacts, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setitem(sys.modules, "vertebra.deploy.runtimes", None)     # import fails: not in this build
+    with pytest.raises(VertebraError, match="not available in this vertebra"):
+        Predictor(artifacts["classification"], runtime="openvino")
