@@ -41,8 +41,9 @@ NO_RUN = {
     "fails-on-purpose": "shows an error exit (status 2); tests/test_cli.py checks the error exits",
 }
 
-#: The ``vertebra`` subcommands quick enough to run from the docs (seconds, no training).
-QUICK = {"list", "info", "plugins", "data"}
+#: The ``vertebra`` subcommands quick enough to run from the docs (seconds, no training; ``predict``
+#: on the tiny model a page writes first).
+QUICK = {"list", "info", "plugins", "data", "predict"}
 
 _FENCE = re.compile(r"^(?P<indent> *)```(?P<info>[^`]*)$")
 

@@ -10,6 +10,7 @@ import yaml
 
 from vertebra.cli import main
 from vertebra.engine import _quickstart
+from vertebra.weights.artifact import read_artifact
 from vertebra.engine.config import load_train_config, parse_config
 
 from engine_helpers import tiny
@@ -80,9 +81,11 @@ def test_quickstart_quick_runs_the_whole_loop(tmp_path, capsys):
     assert header == ["model", "task", "AP", "AP50", "mIoU", "pixel_acc", "images/s", "minutes"]
     assert "fasterrcnn_fpn / mobilenet_v3_large" in table and "lraspp / mobilenet_v3_large" in table
     assert "baseline: all background" in table
-    for run in ("detector", "segmenter"):
-        for name in ("last.pth", "metrics.jsonl", "curves.png", "predictions.png"):
+    for run, task in (("detector", "detection"), ("segmenter", "semantic")):
+        for name in ("last.pth", "model.safetensors", "metrics.jsonl", "curves.png", "predictions.png"):
             assert (out / run / name).stat().st_size > 0, f"{run}/{name}"
+        artifact = read_artifact(out / run / "model.safetensors")       # what vertebra predict reads
+        assert artifact.task == task and artifact.class_names[0] == "background"
     results = json.loads((out / "results.json").read_text())
     assert {"AP", "AP50"} <= set(results["detector"]["metrics"])
     assert {"mIoU", "pixel_acc"} <= set(results["segmenter"]["metrics"])

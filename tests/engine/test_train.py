@@ -11,6 +11,7 @@ import torch
 
 from vertebra.engine import evaluate, train
 from vertebra.engine.report import read_jsonl
+from vertebra.weights.artifact import Preprocessing, read_artifact
 
 from engine_helpers import tiny, write_image_folder
 
@@ -19,6 +20,14 @@ EXPECTED_METRICS = {
     "instance": {"AP", "AP50", "segm_AP", "segm_AP50"},
     "semantic": {"mIoU", "pixel_acc"},
     "classification": {"top1"},
+}
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+EXPECTED_PREPROCESSING = {     # the tiny configs: detection keeps sizes, semantic 64 px, classification 32 px
+    "detection": Preprocessing("none"),
+    "instance": Preprocessing("none"),
+    "semantic": Preprocessing("square", 64, **IMAGENET),
+    "classification": Preprocessing("shorter_crop", 37, 32, **IMAGENET),
 }
 
 
@@ -49,6 +58,17 @@ def test_train_and_evaluate_each_task(tmp_path, task):
 
     # evaluating the checkpoint again, separately, reproduces the numbers of the run
     assert evaluate(config, out / "last.pth") == pytest.approx(result.metrics)
+
+    # the model artifact: the same weights, the data's class names, the evaluation preprocessing
+    artifact = read_artifact(out / "model.safetensors")
+    assert artifact.task == task and artifact.config == result.model.config
+    assert artifact.class_names == (("blue", "green", "red") if task == "classification"
+                                    else ("background", "circle", "square", "triangle"))
+    assert artifact.preprocessing == EXPECTED_PREPROCESSING[task]
+    assert artifact.metadata["metrics"] == pytest.approx(result.metrics)
+    model_state = result.model.state_dict()
+    assert artifact.state_dict.keys() == model_state.keys()
+    assert all(torch.equal(artifact.state_dict[k], model_state[k].cpu()) for k in model_state)
 
 
 def test_jsonl_log_is_json_per_line(tmp_path):
@@ -114,3 +134,14 @@ def test_model_with_too_few_classes_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="the data has 4 classes .* model predicts 2") as info:
         train(config, out_dir=tmp_path, progress=False)
     assert info.value.path == "model.num_classes"
+
+
+def test_the_artifact_holds_the_ema_weights_when_the_run_averages(tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny("semantic", ema=0.5), out_dir=out, progress=False)
+    artifact = read_artifact(out / "model.safetensors")
+    ema = torch.load(out / "last.pth", weights_only=True)["ema"]
+    assert artifact.metadata["ema"] is True
+    assert all(torch.equal(value, ema[f"module.{name}"]) for name, value in artifact.state_dict.items())
+    trained = result.model.state_dict()      # the raw weights differ from their average
+    assert not all(torch.equal(artifact.state_dict[k], trained[k]) for k in trained)

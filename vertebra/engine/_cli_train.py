@@ -67,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CODES.get(result.stopped_by, 1)
     print(metrics_table([{"metric": k, "value": v} for k, v in result.metrics.items()], ["metric", "value"]))
     print(f"\nimages/s (training): {result.images_per_s:.1f}")
-    print(f"outputs in {result.out_dir}: last.pth, metrics.jsonl"
+    print(f"outputs in {result.out_dir}: last.pth, model.safetensors (for vertebra predict), metrics.jsonl"
           + "".join(f", {p.name}" for p in result.files.values()))
     return 0

@@ -6,7 +6,8 @@
 4. evaluates both and prints a results table (AP, AP50, mIoU, images/s) next to what a model that
    learned nothing scores, and writes it to ``OUT/results.json`` / ``OUT/results.txt``.
 
-Each run folder holds ``last.pth`` (resumable checkpoint), ``metrics.jsonl``, ``curves.png`` and
+Each run folder holds ``last.pth`` (resumable checkpoint), ``model.safetensors`` (the model artifact
+``vertebra predict`` reads), ``metrics.jsonl``, ``curves.png`` and
 ``predictions.png``.  The two configs below are also shipped as ``configs/train/quickstart_*.yaml``
 (a test keeps them identical) so ``vertebra train`` reproduces either run.  A CUDA device is used
 automatically when present (``--device``).  ``--quick`` shrinks everything (8 images, 1 epoch) to
@@ -144,5 +145,5 @@ def run(args: argparse.Namespace) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n" + table)
     print(f"\nwritten to {out}/: results.txt, results.json, data/, "
-          + ", ".join(f"{name}/{{last.pth, metrics.jsonl, curves.png, predictions.png}}" for name, _ in RUNS))
+          + ", ".join(f"{name}/{{last.pth, model.safetensors, metrics.jsonl, curves.png, predictions.png}}" for name, _ in RUNS))
     return 0

@@ -1,7 +1,8 @@
 """The training and evaluation loops: one code path for CPU, CUDA, AMP, EMA and DDP.
 
-``train(config)`` runs epochs of optimizer steps, evaluates, writes ``OUT/last.pth`` after every
-epoch (and when SIGTERM / Ctrl-C arrives), logs ``OUT/metrics.jsonl`` and finally draws
+``train(config)`` runs epochs of optimizer steps, evaluates, writes ``OUT/last.pth`` and the model
+artifact ``OUT/model.safetensors`` (what ``vertebra predict`` and ``vertebra.load_model`` read) after
+every epoch (and when SIGTERM / Ctrl-C arrives), logs ``OUT/metrics.jsonl`` and finally draws
 ``OUT/curves.png`` and ``OUT/predictions.png``.  ``train(config, resume=True)`` continues from
 ``OUT/last.pth`` and reaches the same weights an uninterrupted run reaches: the data order is a
 function of ``(seed, epoch)`` (:class:`EpochSampler`), each sample's augmentation a function of
@@ -38,6 +39,7 @@ from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context
 __all__ = ["train", "RunResult"]
 
 CHECKPOINT_NAME = "last.pth"
+ARTIFACT_NAME = "model.safetensors"
 
 
 @dataclass
@@ -69,6 +71,7 @@ class _Run:
         config = self.config = prepared.config
         self.out_dir, self.progress, self.on_step = prepared.out_dir, progress, on_step
         self.dist, self.device, self.bundle, self.task = prepared.dist, prepared.device, prepared.bundle, prepared.task
+        self.spec = prepared.spec
         self.model = prepared.model
         if config.bn_momentum is not None:
             set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
@@ -132,7 +135,25 @@ class _Run:
         state = self.state()                      # collective (gathers RNG states): every rank calls it
         if self.dist.is_main:
             ckpt.save_training_checkpoint(self.checkpoint_path, state)
+            self.save_artifact()
         barrier()
+
+    def save_artifact(self) -> None:
+        """``OUT/model.safetensors``: the weights evaluation uses (the EMA's when the run averages, as
+        its metrics are the EMA's), the class names of the data and the task's evaluation preprocessing."""
+        from ..weights.artifact import save_artifact
+
+        model = self.eval_model()
+        last_eval = next((r for r in reversed(self.history) if r["kind"] == "eval"), {})
+        metadata = {"source": "vertebra train", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                    "ema": self.ema is not None,
+                    "metrics": {k: v for k, v in last_eval.items() if k not in ("kind", "epoch")}}
+        label_to_category = getattr(self.bundle.val, "label_to_category_id", None)
+        if label_to_category:   # COCO ids of labels 1..K (index 0, background, has none): predict writes them
+            metadata["category_ids"] = [label_to_category.get(i) for i in range(len(self.bundle.class_names))]
+        save_artifact(self.out_dir / ARTIFACT_NAME, model.state_dict(), task=self.config.task,
+                      config=self.model.config, class_names=self.bundle.class_names,
+                      preprocessing=self.spec.preprocessing(self.config.data), metadata=metadata)
 
     def resume(self) -> None:
         path = self.checkpoint_path

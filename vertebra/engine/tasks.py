@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import check_choice
+from ..weights.artifact import Preprocessing
 from .config import DataConfig
 from .data import DataBundle, classification_data, instances_data, prepare_shapes, semantic_data
 from .distributed import all_reduce_sum
@@ -214,14 +215,39 @@ class ClassificationTask(Task):
                 for image, guess, label in zip(images, predicted, labels.tolist())]
 
 
+# -- what the artifact records as preprocessing: each the evaluation transform of vertebra.data.transforms --
+
+def _detection_preprocessing(data: DataConfig) -> Preprocessing:
+    """Validation images keep their size and are not normalised: the detector resizes and normalises."""
+    return Preprocessing("none")
+
+
+def _semantic_preprocessing(data: DataConfig) -> Preprocessing:
+    """``segmentation_transforms(False, size)``: size x size (or native), ImageNet-normalised."""
+    from ..data import IMAGENET_MEAN, IMAGENET_STD
+
+    resize = "none" if data.size is None else "square"
+    return Preprocessing(resize, data.size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _classification_preprocessing(data: DataConfig) -> Preprocessing:
+    """``classification_transforms(False, size)``: shorter side to size / 0.875, centre crop, normalised."""
+    from ..data import IMAGENET_MEAN, IMAGENET_STD
+
+    size = int(data.size)  # classification_data refuses size=None before an artifact is written
+    return Preprocessing("shorter_crop", int(round(size / 0.875)), size, IMAGENET_MEAN, IMAGENET_STD)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """One row of the task table: the adapter class and the data it reads."""
+    """One row of the task table: the adapter class, the data it reads, and how inference must
+    preprocess images (recorded in the model artifact, so predicting needs no training config)."""
 
     name: str
     adapter: type[Task]
     read: Callable[[DataConfig, Path], DataBundle]   # the two splits from the data section
     formats: tuple[str, ...]                          # data.format values ``read`` accepts
+    preprocessing: Callable[[DataConfig], Preprocessing]   # the evaluation transform, as data
 
     def prepare_data(self, config: DataConfig, out_dir: Path) -> None:
         """Generate the built-in shapes set when the config asks for it and this task reads it."""
@@ -238,10 +264,12 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("detection", DetectionTask, partial(instances_data, task="detection", masks=False),
-             ("shapes", "coco")),
-    TaskSpec("instance", InstanceTask, partial(instances_data, task="instance", masks=True), ("shapes", "coco")),
-    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder")),
-    TaskSpec("classification", ClassificationTask, classification_data, ("image_folder",)),
+             ("shapes", "coco"), _detection_preprocessing),
+    TaskSpec("instance", InstanceTask, partial(instances_data, task="instance", masks=True), ("shapes", "coco"),
+             _detection_preprocessing),
+    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder"), _semantic_preprocessing),
+    TaskSpec("classification", ClassificationTask, classification_data, ("image_folder",),
+             _classification_preprocessing),
 )}
 
 
