@@ -38,7 +38,8 @@ from torch.nn import functional as F
 from ..errors import ConfigError, InputError
 from ..features import FeatureSpec
 from ._base import Requirements, requires
-from ._levels import deepest_per_stride, feature_info_of
+from ._levels import deepest_per_stride, feature_info_of, input_channels
+from ..inputs import check_batch
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
 
 
@@ -61,6 +62,7 @@ class SmpSegmentation(nn.Module):
         self.head_name = name
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        check_batch(x, self, channels=input_channels(self.backbone))
         self._check_size(x)
         features = self.backbone(x)
         logits = self.segmentation_head(self.decoder([x] + [features[name] for name in self.level_names]))
@@ -203,5 +205,5 @@ def _model(name: str, backbone: nn.Module, levels: Sequence[FeatureSpec], decode
 
 def _backbone_in_channels(backbone: nn.Module) -> int:
     """Channels of the stride-1 entry (the input image) in smp's feature list."""
-    return int(getattr(backbone, "in_channels", 3))
+    return input_channels(backbone)
 
