@@ -19,7 +19,7 @@ from vertebra.heads.classifier import classifier
 
 SIZE = 64
 BATCH_MODELS = ["backbone", "classifier", "lraspp", "deeplabv3", "unet"]
-DETECTORS: list[str] = []
+DETECTORS = ["fasterrcnn_fpn"]
 MODELS = BATCH_MODELS + DETECTORS
 
 
@@ -128,3 +128,41 @@ def test_heads_check_inputs_themselves_for_a_plugin_backbone(kind):
     with torch.no_grad(), pytest.raises(InputError, match=match):
         model(make())
     assert model(_batch()).shape == (1, 2)
+
+
+def test_detector_input_rules(models):
+    model = models["fasterrcnn_fpn"]
+    image = torch.rand(3, SIZE, SIZE)
+    with torch.no_grad():
+        with pytest.raises(InputError, match=r"empty list of images; pass at least one image shaped \(3, H, W\)"):
+            model([])
+        with pytest.raises(InputError, match=r"3 dimension.*pass \[image\]"):
+            model(image)
+        with pytest.raises(InputError, match=r"image 1: expected an image shaped \(3, H, W\).*2 dimension.*"
+                                             r"x.unsqueeze\(0\).expand\(3, -1, -1\)"):
+            model([image, image[0]])
+        with pytest.raises(InputError, match=r"image 0: expected 3 channels, got 1.*x.expand\(3, -1, -1\)"):
+            model([image[:1]])
+        with pytest.raises(InputError, match=r"image 0: .*numpy.ndarray"):
+            model([np.zeros((SIZE, SIZE, 3), np.uint8)])
+        with pytest.raises(InputError, match="has no pixels"):
+            model([torch.rand(3, 0, SIZE)])
+        assert len(model(torch.rand(2, 3, SIZE, SIZE))) == 2  # a 4-D batch is a list of images
+    model.train()
+    try:
+        with pytest.raises(InputError, match=r"train\(\) mode needs targets"):
+            model([image])
+        with pytest.raises(InputError, match=r"one target dict per image \(2\), got 1"):
+            model([image, image], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+    finally:
+        model.eval()
+
+
+def test_detector_refuses_an_image_its_resize_would_flatten(models):
+    model = models["fasterrcnn_fpn"]  # max_size=96
+    with torch.no_grad():
+        with pytest.raises(InputError, match=r"image 0 is 16x2048: .*max_size=96, which leaves the shorter side 0 px; "
+                                             r"a side may be at most 96 times the other"):
+            model([torch.rand(3, 16, 2048)])
+        assert len(model([torch.rand(3, 16, 1536)])) == 1  # exactly 96:1 still resizes to 1 px
+
