@@ -166,3 +166,16 @@ def test_detector_refuses_an_image_its_resize_would_flatten(models):
             model([torch.rand(3, 16, 2048)])
         assert len(model([torch.rand(3, 16, 1536)])) == 1  # exactly 96:1 still resizes to 1 px
 
+
+def test_a_meta_call_does_not_move_the_anchors(models):
+    """Even where the input check does not run (e.g. calling the RPN's anchor generator directly)."""
+    model = models["fasterrcnn_fpn"]
+    generator = model.rpn.anchor_generator
+    with torch.no_grad():
+        images = model.transform([torch.rand(3, SIZE, SIZE)])[0]
+        features = list(model.backbone(images.tensors).values())
+        expected = generator(images, features)
+        meta_images = type(images)(images.tensors.to("meta"), images.image_sizes)
+        generator(meta_images, [f.to("meta") for f in features])
+        for got, want in zip(generator(images, features), expected):
+            torch.testing.assert_close(got, want)

@@ -120,6 +120,29 @@ def _check_resized_sizes(images: Any, transform: nn.Module) -> None:
                     "detector with a larger max_size")
 
 
+class _AnchorGenerator(AnchorGenerator):
+    """torchvision's AnchorGenerator, except that no call moves its anchors for good.
+
+    torchvision converts ``cell_anchors`` (a plain list, not buffers) to each call's device and
+    dtype and keeps the result: one call on ``meta`` left them there, and every later call failed
+    with "Cannot copy out of meta tensor"; a float16 call rounded them.  Here every call converts
+    the anchors as built, and converted copies are kept per (dtype, device), except on ``meta``.
+    """
+
+    def __init__(self, sizes: Any, aspect_ratios: Any):
+        super().__init__(sizes, aspect_ratios)
+        self._built = list(self.cell_anchors)
+        self._converted: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+
+    def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
+        converted = self._converted.get((dtype, device))
+        if converted is None:
+            converted = [anchors.to(dtype=dtype, device=device) for anchors in self._built]
+            if device.type != "meta":
+                self._converted[(dtype, device)] = converted
+        self.cell_anchors = converted
+
+
 @dataclass(frozen=True)
 class _Preset:
     """One row of the preset table in the module docstring."""
@@ -230,7 +253,7 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     names = body.level_names
     sizes = _anchor_sizes(args["anchor_sizes"], row, chosen)
     ratios = _aspect_ratios(args["aspect_ratios"])
-    anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
+    anchors = _AnchorGenerator(sizes, (ratios,) * len(sizes))
     extra = {}
     if issubclass(cls, MaskRCNN):
         extra["mask_roi_pool"] = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
