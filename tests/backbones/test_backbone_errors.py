@@ -11,6 +11,7 @@ from vertebra.backbones.efficientnet import efficientnet, efficientnet_b0
 from vertebra.backbones.efficientnet_v2 import efficientnet_v2_s
 from vertebra.backbones.mobilenetv3 import mobilenet_v3_large, mobilenet_v3_small
 from vertebra.errors import ConfigError, InputError, VertebraError
+from vertebra.inputs import check_finite
 
 FACTORIES = [efficientnet_b0, efficientnet_v2_s, mobilenet_v3_small]
 
@@ -98,6 +99,13 @@ def test_an_input_changed_in_place_is_checked_again(backbone):
     x[0, 0, 0, 0] = float("nan")  # same tensor object: the check must not trust its earlier answer
     with pytest.raises(InputError, match="1 non-finite"):
         backbone(x)
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    check_finite(torch.full((4, 3, 8, 8), 3e38))  # the cheap sum overflows; the exact count clears it
+    check_finite(torch.ones(1, 3, 256, 256).half())  # 196608 > float16's max, summed in float32
+    with pytest.raises(InputError, match="2 non-finite value"):
+        check_finite(torch.tensor([3e38, 3e38, float("inf"), float("nan")]))
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace's deprecation notice
