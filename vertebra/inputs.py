@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -216,12 +215,22 @@ def check_finite(x: Tensor) -> None:
         raise InputError(f"the input has {bad} non-finite value(s) ({nan} NaN, {bad - nan} infinite) of "
                          f"{x.numel()}; the model would return NaN outputs: fix or drop those images "
                          "(e.g. torch.nan_to_num(x))")
-    _memo.last = (weakref.ref(x), x._version, x.data_ptr(), tuple(x.shape))
+    _memo.last = (weakref.ref(x), _state(x))
+
+
+def _state(x: Tensor) -> tuple | None:
+    """What changes when a tensor's values may have: version counter, storage, shape (None: unknown)."""
+    try:
+        return x._version, x.data_ptr(), tuple(x.shape)
+    except RuntimeError:  # a tensor without storage (a wrapper subclass): never trusted from memory
+        return None
 
 
 def _seen(x: Tensor) -> bool:
     """Whether ``x`` is the tensor this thread checked last, unchanged since (same object, version, storage)."""
     last = getattr(_memo, "last", None)
-    return (last is not None and last[0]() is x and last[1] == x._version and last[2] == x.data_ptr()
-            and last[3] == tuple(x.shape))
+    if last is None or last[0]() is not x:
+        return False
+    state = _state(x)
+    return state is not None and state == last[1]
 

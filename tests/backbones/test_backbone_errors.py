@@ -101,6 +101,20 @@ def test_an_input_changed_in_place_is_checked_again(backbone):
         backbone(x)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_on_another_device_name_both_and_accelerators_skip_the_value_test():
+    model = mobilenet_v3_small().eval()
+    with pytest.raises(InputError, match=r"input is on cuda:0 but the model's parameters are on cpu; move it with "
+                                         r"x.to\('cpu'\) \(or the model with model.to\('cuda:0'\)\)"):
+        model(torch.rand(1, 3, 32, 32, device="cuda"))
+    model.cuda()
+    with pytest.raises(InputError, match="input is on cpu but the model's parameters are on cuda:0"):
+        model(torch.rand(1, 3, 32, 32))
+    x = torch.rand(1, 3, 32, 32, device="cuda")
+    x[0, 0, 0, 0] = float("nan")  # not tested on an accelerator: the answer would sync every call
+    assert torch.isnan(model(x)["C5"]).any()
+
+
 def test_finite_values_whose_sum_overflows_are_accepted():
     check_finite(torch.full((4, 3, 8, 8), 3e38))  # the cheap sum overflows; the exact count clears it
     check_finite(torch.ones(1, 3, 256, 256).half())  # 196608 > float16's max, summed in float32

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
@@ -39,7 +38,7 @@ from ..errors import ConfigError, InputError
 from ..features import FeatureSpec
 from ._base import Requirements, requires
 from ._levels import deepest_per_stride, feature_info_of, input_channels
-from ..inputs import check_batch
+from ..inputs import check_batch, checks_skipped
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
 
 
@@ -73,7 +72,7 @@ class SmpSegmentation(nn.Module):
         return result
 
     def _check_size(self, x: Tensor) -> None:
-        if self.divisor == 1 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if self.divisor == 1 or checks_skipped():
             return
         height, width = x.shape[-2:]
         if height % self.divisor or width % self.divisor:
