@@ -67,7 +67,7 @@ def check_batch(x: Any, module: nn.Module, *, channels: int, min_size: int = 1, 
     """
     if checks_skipped():
         return
-    _check_is_tensor(x, batch=True, channels=channels)
+    _check_is_tensor(x, "batch", channels=channels)
     if x.dim() != 4:
         hint = " (one image: add the batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
         raise InputError(f"expected a batch of images shaped (N, {channels}, H, W), got a tensor with "
@@ -99,7 +99,7 @@ def check_image_list(images: Any, module: nn.Module, *, channels: int) -> None:
         check_batch(images, module, channels=channels)
         return
     if not isinstance(images, (list, tuple)):
-        _check_is_tensor(images, batch=False, channels=channels)  # raises: not a tensor
+        _check_is_tensor(images, "images", channels=channels)  # raises: not a tensor
     if len(images) == 0:
         raise InputError("got an empty list of images; pass at least one image shaped "
                          f"({channels}, H, W) (torchvision's detectors cannot run on none)")
@@ -111,7 +111,7 @@ def check_image_list(images: Any, module: nn.Module, *, channels: int) -> None:
 
 
 def _check_image(image: Any, module: nn.Module, *, channels: int) -> None:
-    _check_is_tensor(image, batch=False, channels=channels)
+    _check_is_tensor(image, "image", channels=channels)
     if image.dim() != 3:
         hint = ""
         if image.dim() == 2:
@@ -129,24 +129,29 @@ def _check_image(image: Any, module: nn.Module, *, channels: int) -> None:
     check_finite(image)
 
 
-def _check_is_tensor(x: Any, *, batch: bool, channels: int) -> None:
+# How each form is spelled in messages: the shape, and what turns one converted image into it.
+_FORMS = {"batch": ("a float tensor shaped (N, {c}, H, W)", "({x}).unsqueeze(0)"),
+          "image": ("a float tensor shaped ({c}, H, W)", "{x}"),
+          "images": ("a list of float tensors shaped ({c}, H, W)", "[{x}]")}
+
+
+def _check_is_tensor(x: Any, form: str, *, channels: int) -> None:
+    """Refuse a non-tensor with the conversion that gives ``form`` ("batch", "image" or "images")."""
     if isinstance(x, Tensor):
         return
-    shaped = f"(N, {channels}, H, W)" if batch else f"({channels}, H, W)"
-    add_batch = ".unsqueeze(0)" if batch else ""
+    shaped, wrap = _FORMS[form]
+    shaped = shaped.format(c=channels)
     module = type(x).__module__.split(".")[0]
     kind = "None" if x is None else type(x).__name__ if module == "builtins" else f"{module}.{type(x).__name__}"
-    if x is None:
-        hint = f"pass a float tensor shaped {shaped}"
-    elif type(x).__module__.startswith("numpy"):
-        hint = (f"convert it: torch.from_numpy(x).permute(2, 0, 1).float() / 255{add_batch} for an HxWxC uint8 "
-                f"image, or torch.from_numpy(x) for an array already shaped {shaped} in [0, 1]")
-    elif type(x).__module__.startswith("PIL"):
-        hint = f"convert it: torchvision.transforms.functional.to_tensor(image){add_batch}"
-    elif isinstance(x, (list, tuple)) and batch and x and all(isinstance(t, Tensor) for t in x):
+    if module == "numpy":
+        converted = wrap.format(x="torch.from_numpy(x).permute(2, 0, 1).float() / 255")
+        hint = f"convert it: {converted} for an HxWxC uint8 image"
+    elif module == "PIL":
+        hint = "convert it: " + wrap.format(x="torchvision.transforms.functional.to_tensor(image)")
+    elif isinstance(x, (list, tuple)) and form == "batch" and x and all(isinstance(t, Tensor) for t in x):
         hint = "stack the images into one batch: torch.stack(images)"
     else:
-        hint = f"pass a float tensor shaped {shaped}, values in [0, 1]"
+        hint = f"pass {shaped}, values in [0, 1]"
     raise InputError(f"expected a torch.Tensor, got {kind}; {hint}")
 
 

@@ -46,9 +46,11 @@ def _with(value, index=(0, 0, 0, 0)):
 
 # Each wrong input kind -> an InputError with a fragment of the fix (the shared vertebra.inputs check).
 BAD_INPUTS = {
-    "numpy": (lambda: np.zeros((1, 3, 32, 32), np.float32), r"got numpy.ndarray.*torch.from_numpy"),
+    "numpy": (lambda: np.zeros((1, 3, 32, 32), np.float32),
+              r"got numpy.ndarray; convert it: \(torch.from_numpy\(x\).permute\(2, 0, 1\).float\(\) / 255\).unsqueeze\(0\) "
+              r"for an HxWxC uint8 image"),
     "list": (lambda: [torch.rand(3, 32, 32)], r"got list.*torch.stack\(images\)"),
-    "none": (lambda: None, r"got None; pass a float tensor shaped \(N, 3, H, W\)"),
+    "none": (lambda: None, r"got None; pass a float tensor shaped \(N, 3, H, W\), values in \[0, 1\]"),
     "uint8": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.uint8), r"dtype torch.uint8.*x.float\(\) / 255"),
     "int64": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.int64), r"dtype torch.int64.*x.float\(\) / 255"),
     "bool": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.bool), r"dtype torch.bool.*x.float\(\)"),

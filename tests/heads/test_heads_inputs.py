@@ -145,6 +145,10 @@ def test_detector_input_rules(models):
             model([image[:1]])
         with pytest.raises(InputError, match=r"image 0: .*numpy.ndarray"):
             model([np.zeros((SIZE, SIZE, 3), np.uint8)])
+        with pytest.raises(InputError, match=r"got None; pass a list of float tensors shaped \(3, H, W\)"):
+            model(None)
+        with pytest.raises(InputError, match=r"numpy.ndarray; convert it: \[torch.from_numpy\(x\)"):
+            model(np.zeros((SIZE, SIZE, 3), np.uint8))
         with pytest.raises(InputError, match="has no pixels"):
             model([torch.rand(3, 0, SIZE)])
         assert len(model(torch.rand(2, 3, SIZE, SIZE))) == 2  # a 4-D batch is a list of images
