@@ -183,3 +183,10 @@ def test_a_meta_call_does_not_move_the_anchors(models):
         generator(meta_images, [f.to("meta") for f in features])
         for got, want in zip(generator(images, features), expected):
             torch.testing.assert_close(got, want)
+
+
+def test_maskrcnn_checks_its_images_too():
+    model = registry.build("maskrcnn_fpn", backbone="mobilenet_v3_small", num_classes=3, min_size=SIZE,
+                           max_size=96).eval()
+    with torch.no_grad(), pytest.raises(InputError, match=r"image 0: expected 3 channels, got 1.*x.expand"):
+        model([torch.rand(1, SIZE, SIZE)])
