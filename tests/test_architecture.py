@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inference", ("vertebra.inference",)),
     ("models and weights", ("vertebra.heads", "vertebra.backbones", "vertebra.weights")),
     ("foundations", ("vertebra.features", "vertebra.validation", "vertebra.lazy", "vertebra.text", "vertebra.atomic", "vertebra.norms",
+                     "vertebra.inputs",
                      "vertebra.errors", "vertebra.version")),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from vertebra.backbones.efficientnet import efficientnet, efficientnet_b0
 from vertebra.backbones.efficientnet_v2 import efficientnet_v2_s
 from vertebra.backbones.mobilenetv3 import mobilenet_v3_large, mobilenet_v3_small
 from vertebra.errors import ConfigError, InputError, VertebraError
+from vertebra.inputs import check_finite
 
 FACTORIES = [efficientnet_b0, efficientnet_v2_s, mobilenet_v3_small]
 
@@ -34,6 +36,103 @@ def backbone():
 def test_bad_input_tensor(backbone, shape, match):
     with pytest.raises(InputError, match=match):
         backbone(torch.zeros(shape))
+
+
+def _with(value, index=(0, 0, 0, 0)):
+    x = torch.rand(1, 3, 32, 32)
+    x[index] = value
+    return x
+
+
+# Each wrong input kind -> an InputError with a fragment of the fix (the shared vertebra.inputs check).
+BAD_INPUTS = {
+    "numpy": (lambda: np.zeros((1, 3, 32, 32), np.float32),
+              r"got numpy.ndarray; convert it: \(torch.from_numpy\(x\).permute\(2, 0, 1\).float\(\) / 255\).unsqueeze\(0\) "
+              r"for an HxWxC uint8 image"),
+    "list": (lambda: [torch.rand(3, 32, 32)], r"got list.*torch.stack\(images\)"),
+    "none": (lambda: None, r"got None; pass a float tensor shaped \(N, 3, H, W\), values in \[0, 1\]"),
+    "uint8": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.uint8), r"dtype torch.uint8.*x.float\(\) / 255"),
+    "int64": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.int64), r"dtype torch.int64.*x.float\(\) / 255"),
+    "bool": (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.bool), r"dtype torch.bool.*x.float\(\)"),
+    "float16": (lambda: torch.rand(1, 3, 32, 32).half(),
+                r"input is torch.float16 but the model's parameters are torch.float32; pass x.float\(\), "
+                r"or convert the model with model.half\(\)"),
+    "bfloat16": (lambda: torch.rand(1, 3, 32, 32).bfloat16(), r"torch.bfloat16 .*torch.float32.*model.bfloat16\(\)"),
+    "float64": (lambda: torch.rand(1, 3, 32, 32).double(),
+                r"input is torch.float64 but the model's parameters are torch.float32; pass x.float\(\)$"),
+    "gray": (lambda: torch.rand(1, 1, 32, 32), r"got 1.*not broadcast.*x.expand\(-1, 3, -1, -1\)"),
+    "rgba": (lambda: torch.rand(1, 4, 32, 32), r"got 4.*alpha.*x\[:, :3\]"),
+    "channels_last_numpy_layout": (lambda: torch.rand(1, 32, 32, 3), r"got 32.*x.permute\(0, 3, 1, 2\)"),
+    "one_image": (lambda: torch.rand(3, 32, 32), r"3 dimension.*x.unsqueeze\(0\)"),
+    "empty_batch": (lambda: torch.rand(0, 3, 32, 32), r"batch is empty"),
+    "nan": (lambda: _with(float("nan")), r"1 non-finite value\(s\) \(1 NaN, 0 infinite\) of 3072"),
+    "inf": (lambda: _with(float("inf"), (0, 2, 5, 7)), r"1 non-finite value\(s\) \(0 NaN, 1 infinite\)"),
+    "meta": (lambda: torch.rand(1, 3, 32, 32, device="meta"),
+             r"input is on meta but the model's parameters are on cpu; a meta tensor has no values"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_kind(backbone, kind):
+    make, match = BAD_INPUTS[kind]
+    with pytest.raises(InputError, match=match):
+        backbone(make())
+
+
+def test_meta_model_refuses_a_real_input_naming_both_devices():
+    with pytest.raises(InputError, match="input is on cpu but the model's parameters are on meta; move it with "
+                                         r"x.to\('meta'\)"):
+        _meta(mobilenet_v3_small)(torch.rand(1, 3, 32, 32))
+
+
+def test_a_model_in_another_dtype_takes_inputs_in_that_dtype(backbone):
+    half = mobilenet_v3_small().eval().bfloat16()
+    assert half(torch.rand(1, 3, 32, 32).bfloat16())["C5"].dtype == torch.bfloat16
+    with pytest.raises(InputError, match="input is torch.float32 but the model's parameters are torch.bfloat16; "
+                                         r"pass x.bfloat16\(\), or convert the model with model.float\(\)"):
+        half(torch.rand(1, 3, 32, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts per op: any of the three dtypes is fine
+        assert backbone(torch.rand(1, 3, 32, 32).bfloat16())["C5"].shape == (1, 576, 1, 1)
+
+
+def test_an_input_changed_in_place_is_checked_again(backbone):
+    x = torch.rand(1, 3, 32, 32)
+    backbone(x)
+    x[0, 0, 0, 0] = float("nan")  # same tensor object: the check must not trust its earlier answer
+    with pytest.raises(InputError, match="1 non-finite"):
+        backbone(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_on_another_device_name_both_and_accelerators_skip_the_value_test():
+    model = mobilenet_v3_small().eval()
+    with pytest.raises(InputError, match=r"input is on cuda:0 but the model's parameters are on cpu; move it with "
+                                         r"x.to\('cpu'\) \(or the model with model.to\('cuda:0'\)\)"):
+        model(torch.rand(1, 3, 32, 32, device="cuda"))
+    model.cuda()
+    with pytest.raises(InputError, match="input is on cpu but the model's parameters are on cuda:0"):
+        model(torch.rand(1, 3, 32, 32))
+    x = torch.rand(1, 3, 32, 32, device="cuda")
+    x[0, 0, 0, 0] = float("nan")  # not tested on an accelerator: the answer would sync every call
+    assert torch.isnan(model(x)["C5"]).any()
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    check_finite(torch.full((4, 3, 8, 8), 3e38))  # the cheap sum overflows; the exact count clears it
+    check_finite(torch.ones(1, 3, 256, 256).half())  # 196608 > float16's max, summed in float32
+    with pytest.raises(InputError, match="2 non-finite value"):
+        check_finite(torch.tensor([3e38, 3e38, float("inf"), float("nan")]))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace's deprecation notice
+def test_checks_stay_out_of_traced_and_exported_graphs(backbone):
+    x = torch.rand(1, 3, 32, 32)
+    traced = torch.jit.trace(backbone, x, strict=False)
+    exported = torch.export.export(backbone, (x,))
+    assert "isfinite" not in str(traced.inlined_graph)
+    assert "isfinite" not in str(exported.graph)
+    nan = _with(float("nan"))
+    assert torch.isnan(traced(nan)["C5"]).any()  # a graph runs whatever it is given
 
 
 def test_smallest_input_is_fine_and_output_stride_lowers_the_minimum(backbone):

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..features import FeatureInfo, FeatureSpec
+from ..inputs import check_batch
 from ..norms import freeze_batchnorm
 
 __all__ = ["Backbone", "BackboneMeta", "StridePlan", "FeaturesBuilder", "LayerRecord", "OUTPUT_STRIDES",
@@ -187,18 +188,10 @@ class Backbone(nn.Module):
         return out
 
     def _check_input(self, x: Tensor) -> None:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return
-        if x.dim() != 4:
-            raise InputError(f"expected a batch of images shaped (N, {self.in_channels}, H, W), "
-                             f"got a tensor with {x.dim()} dimension(s) {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise InputError(f"expected {self.in_channels} input channels, got {x.shape[1]} "
-                             f"(input shape {tuple(x.shape)})")
+        """The one input check (:func:`vertebra.inputs.check_batch`): type, dtype, device, shape, values."""
         smallest = self.output_stride
-        if x.shape[-2] < smallest or x.shape[-1] < smallest:
-            raise InputError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: the deepest level has "
-                             f"stride {smallest}, so height and width must be at least {smallest}")
+        check_batch(x, self, channels=self.in_channels, min_size=smallest,
+                    what=f"backbone (deepest level at stride {smallest})")
 
     # -- training-time features ---------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> "Backbone":

@@ -27,6 +27,11 @@ def feature_info_of(backbone) -> FeatureInfo:
     return FeatureInfo(backbone.feature_info)
 
 
+def input_channels(backbone) -> int:
+    """Channels of the input image: the backbone's ``in_channels`` (optional in the contract), else 3."""
+    return int(getattr(backbone, "in_channels", 3))
+
+
 def shallowest_with_stride(info: FeatureInfo, stride: int) -> FeatureSpec:
     """The first level whose effective stride is exactly ``stride`` (required by ``Requirements.strides``)."""
     return next(spec for spec in info if spec.stride == stride)

@@ -15,8 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..inputs import check_batch
 from ..validation import check_choice, check_range
 from ._base import Requirements, requires
+from ._levels import input_channels
 
 __all__ = ["classifier"]
 
@@ -56,6 +58,7 @@ class Classifier(nn.Module):
         self.level = backbone.feature_info[-1].name
 
     def forward(self, x: Tensor) -> Tensor:
+        check_batch(x, self, channels=input_channels(self.backbone))
         return self.head(self.backbone(x)[self.level])
 
     @property

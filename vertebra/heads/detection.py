@@ -37,25 +37,110 @@ are not configurable, to keep ``model.config`` plain data.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..features import FeatureInfo, FeatureSpec, FreezableBackbone
+from ..inputs import check_image_list, checks_skipped
 from ..norms import freeze_batchnorm, set_batchnorm
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
 from ._base import Requirements, requires
 from ._fpn import BackboneWithFPN
-from ._levels import feature_info_of
+from ._levels import feature_info_of, input_channels
 from ._options import torchvision_detection_key_map
 
-__all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]
+__all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]  # the registered builders (the classes are importable too)
+
+
+class _CheckedImages:
+    """Placed before torchvision's detector class: the images are checked before torchvision sees them.
+
+    torchvision broadcasts a one-channel image to three (its normalisation has three means), fails
+    with ``IndexError`` on an empty list and deep inside ``interpolate`` for an image so elongated
+    that its resize leaves the shorter side 0 px; here each is an InputError that says what to pass.
+    An empty list is refused rather than answered with ``[]``, as torchvision refuses it: a caller
+    that batches nothing has a bug worth hearing about.
+    """
+
+    def forward(self, images: Any, targets: Any = None) -> Any:
+        check_image_list(images, self, channels=input_channels(self.backbone.body))
+        if not checks_skipped():
+            _check_targets(images, targets, training=self.training)
+            _check_resized_sizes(images, self.transform)
+        return super().forward(images, targets)
+
+
+class FasterRCNNFPN(_CheckedImages, FasterRCNN):
+    """torchvision's FasterRCNN whose ``forward`` checks its images first (see :class:`_CheckedImages`)."""
+
+
+class MaskRCNNFPN(_CheckedImages, MaskRCNN):
+    """torchvision's MaskRCNN whose ``forward`` checks its images first (see :class:`_CheckedImages`)."""
+
+
+def _check_targets(images: Any, targets: Any, *, training: bool) -> None:
+    if training and targets is None:
+        raise InputError("a detector in train() mode needs targets (a list with one {'boxes', 'labels'} dict "
+                         "per image); call model.eval() to predict")
+    if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != len(images)):
+        count = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise InputError(f"expected one target dict per image ({len(images)}), got {count}")
+
+
+def _check_resized_sizes(images: Any, transform: nn.Module) -> None:
+    """Refuse an image torchvision's resize would shrink to 0 px on a side (mirrors its arithmetic).
+
+    The resize scales by ``min(min_size / shorter, max_size / longer)`` and floors, so an image
+    whose longer side is more than ``max_size`` times its shorter side comes out 0 px high (or wide).
+    """
+    if getattr(transform, "fixed_size", None) is not None or (
+            transform.training and getattr(transform, "_skip_resize", False)):
+        return
+    targets = transform.min_size if transform.training else transform.min_size[-1:]
+    for index, image in enumerate(images):
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        shorter, longer = min(height, width), max(height, width)
+        for size in targets:
+            scale = min(size / shorter, transform.max_size / longer)
+            resized = math.floor(shorter * scale)
+            if resized < 1:
+                raise InputError(
+                    f"image {index} is {height}x{width}: the detector resizes it so the longer side is at most "
+                    f"max_size={transform.max_size}, which leaves the shorter side {resized} px; a side may be "
+                    f"at most {transform.max_size} times the other: crop or pad the image, or build the "
+                    "detector with a larger max_size")
+
+
+class _AnchorGenerator(AnchorGenerator):
+    """torchvision's AnchorGenerator, except that no call moves its anchors for good.
+
+    torchvision converts ``cell_anchors`` (a plain list, not buffers) to each call's device and
+    dtype and keeps the result: one call on ``meta`` left them there, and every later call failed
+    with "Cannot copy out of meta tensor"; a float16 call rounded them.  Here every call converts
+    the anchors as built, and converted copies are kept per (dtype, device), except on ``meta``.
+    """
+
+    def __init__(self, sizes: Any, aspect_ratios: Any):
+        super().__init__(sizes, aspect_ratios)
+        self._built = list(self.cell_anchors)
+        self._converted: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+
+    def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
+        converted = self._converted.get((dtype, device))
+        if converted is None:
+            converted = [anchors.to(dtype=dtype, device=device) for anchors in self._built]
+            if device.type != "meta":
+                self._converted[(dtype, device)] = converted
+        self.cell_anchors = converted
 
 
 @dataclass(frozen=True)
@@ -127,7 +212,7 @@ def fasterrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = 
         **detector_kwargs: plain-valued torchvision ``FasterRCNN`` keywords (``rpn_score_thresh``,
             ``box_detections_per_img``, ...); anything else is a ConfigError listing the valid ones.
     """
-    return _build(FasterRCNN, "fasterrcnn_fpn", backbone, locals())  # every argument above, by name
+    return _build(FasterRCNNFPN, "fasterrcnn_fpn", backbone, locals())  # every argument above, by name
 
 
 @requires(_detection_requirements)
@@ -144,7 +229,7 @@ def maskrcnn_fpn(backbone: nn.Module, *, num_classes: int = 91, preset: str = "d
     levels.  torchvision has no MobileNetV3 Mask R-CNN, so the ``torchvision*`` presets only choose
     torchvision's taps and detector settings here.
     """
-    return _build(MaskRCNN, "maskrcnn_fpn", backbone, locals())  # every argument above, by name
+    return _build(MaskRCNNFPN, "maskrcnn_fpn", backbone, locals())  # every argument above, by name
 
 
 def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> nn.Module:
@@ -168,9 +253,9 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     names = body.level_names
     sizes = _anchor_sizes(args["anchor_sizes"], row, chosen)
     ratios = _aspect_ratios(args["aspect_ratios"])
-    anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
+    anchors = _AnchorGenerator(sizes, (ratios,) * len(sizes))
     extra = {}
-    if cls is MaskRCNN:
+    if issubclass(cls, MaskRCNN):
         extra["mask_roi_pool"] = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
     model = cls(body, num_classes=args["num_classes"], rpn_anchor_generator=anchors,
                 box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2), **extra, **options)

@@ -33,7 +33,8 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from ._base import Requirements, requires
-from ._levels import feature_info_of, shallowest_with_stride
+from ._levels import feature_info_of, input_channels, shallowest_with_stride
+from ..inputs import check_batch
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int
 from ._options import torchvision_dense_key_map
 
@@ -74,6 +75,7 @@ class LRASPP(nn.Module):
         self.low_level, self.high_level = low, high
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        check_batch(x, self, channels=input_channels(self.backbone))
         features = self.backbone(x)
         logits = self.classifier({"low": features[self.low_level], "high": features[self.high_level]})
         result: OrderedDict[str, Tensor] = OrderedDict()
@@ -93,6 +95,7 @@ class DeepLabV3(nn.Module):
         self.out_level, self.aux_level = out_level, aux_level
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        check_batch(x, self, channels=input_channels(self.backbone))
         size = x.shape[-2:]
         features = self.backbone(x)
         result: OrderedDict[str, Tensor] = OrderedDict()

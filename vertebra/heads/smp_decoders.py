@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
@@ -38,7 +37,8 @@ from torch.nn import functional as F
 from ..errors import ConfigError, InputError
 from ..features import FeatureSpec
 from ._base import Requirements, requires
-from ._levels import deepest_per_stride, feature_info_of
+from ._levels import deepest_per_stride, feature_info_of, input_channels
+from ..inputs import check_batch, checks_skipped
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
 
 
@@ -61,6 +61,7 @@ class SmpSegmentation(nn.Module):
         self.head_name = name
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        check_batch(x, self, channels=input_channels(self.backbone))
         self._check_size(x)
         features = self.backbone(x)
         logits = self.segmentation_head(self.decoder([x] + [features[name] for name in self.level_names]))
@@ -71,7 +72,7 @@ class SmpSegmentation(nn.Module):
         return result
 
     def _check_size(self, x: Tensor) -> None:
-        if self.divisor == 1 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if self.divisor == 1 or checks_skipped():
             return
         height, width = x.shape[-2:]
         if height % self.divisor or width % self.divisor:
@@ -203,5 +204,5 @@ def _model(name: str, backbone: nn.Module, levels: Sequence[FeatureSpec], decode
 
 def _backbone_in_channels(backbone: nn.Module) -> int:
     """Channels of the stride-1 entry (the input image) in smp's feature list."""
-    return int(getattr(backbone, "in_channels", 3))
+    return input_channels(backbone)
 
