@@ -141,15 +141,15 @@ def decode_rgb(path: Path, context: str) -> tv_tensors.Image:
     """
     try:
         with Image.open(path) as handle:
-            array = _rgb(handle)
+            array = rgb_array(handle)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         raise DataError(f"image file {str(path)!r} ({context}) cannot be decoded: "
                         f"{str(error).strip() or type(error).__name__}; replace or remove the file") from error
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
-def _rgb(handle: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8.  16-bit greyscale (modes ``I;16*``, and ``I`` read as 16-bit) keeps its high
+def rgb_array(handle: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of an open image; shared by training's and prediction's decoders.  16-bit greyscale (modes ``I;16*``, and ``I`` read as 16-bit) keeps its high
     byte, as Pillow itself does for 16-bit RGB; ``convert("RGB")`` would clip it at 255 instead."""
     if handle.mode == "I" or handle.mode.startswith("I;16"):
         grey = (np.clip(np.asarray(handle), 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)

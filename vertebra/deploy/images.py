@@ -24,9 +24,10 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..data._cocofile import rgb_array
 from ..errors import DataError
 
-__all__ = ["ImageFailure", "ImageSource", "find_images", "load_image", "to_rgb_array"]
+__all__ = ["ImageFailure", "ImageSource", "find_images", "load_image"]
 
 PathLike = str | os.PathLike[str]
 
@@ -85,14 +86,6 @@ def find_images(inputs: PathLike | Iterable[PathLike]) -> list[ImageSource]:
     return [ImageSource(file, name) for file, name in found]
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 of a decoded Pillow image: 16-bit greyscale by its high byte, the rest by ``convert``."""
-    if image.mode == "I" or image.mode.startswith("I;16"):
-        grey = (np.clip(np.asarray(image), 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
-
-
 def load_image(source: PathLike | Image.Image) -> Tensor:
     """A file (or an open Pillow image) as a uint8 RGB tensor (3, H, W), EXIF orientation applied.
 
@@ -112,5 +105,5 @@ def load_image(source: PathLike | Image.Image) -> Tensor:
 
 
 def _tensor(image: Image.Image) -> Tensor:
-    array = np.array(to_rgb_array(image), dtype=np.uint8, copy=True)   # writable: torch shares its memory
+    array = np.array(rgb_array(image), dtype=np.uint8, copy=True)   # writable: torch shares its memory
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
