@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import PluginError
 from ..text import first_line
+from ._lock import first_use_lock
 
 __all__ = ["LazyFactory", "lazy", "module_exports", "find_module_spec"]
 
@@ -147,7 +148,6 @@ class LazyFactory:
         self.__name__ = self.__qualname__ = attr
         self.__module__ = module
         self._target: Any = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"lazy({self.reference!r})"
@@ -183,9 +183,13 @@ class LazyFactory:
 
     # -- importing ------------------------------------------------------------------------------
     def resolve(self) -> Any:
-        """The real factory, importing its module on first use."""
+        """The real factory, importing its module on first use.
+
+        The import runs under the process-wide :data:`~vertebra.plugins._lock.first_use_lock`, not a
+        lock of this factory: another factory's module may share its dependencies (see that module).
+        """
         if self._target is None:
-            with self._lock:
+            with first_use_lock:
                 if self._target is None:
                     self._target = self._import()
         return self._target

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, IncompatibleError, PluginError, VertebraError, WeightsError
+from ..plugins._lock import first_use_lock
 from ._catalog import Entry, catalog
 from ._kwargs import call_factory, join_path, signature_of
 
@@ -244,7 +245,8 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
 
 def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, meta: bool,
                    injected: set[str] = frozenset(), head: Entry | None = None):
-    import torch
+    with first_use_lock:  # a first import races other threads' lazy imports otherwise (plugins._lock)
+        import torch
 
     signature = signature_of(entry.factory)
     signature.check(kwargs, where=f"backbone {entry.name!r}", path=path)
@@ -300,7 +302,8 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
 
 
 def _check_module(module: Any, entry: Entry, what: str) -> None:
-    from torch import nn
+    with first_use_lock:
+        from torch import nn
 
     if not isinstance(module, nn.Module):
         raise PluginError(f"{what} {entry.qualified_name!r} from {entry.source} returned a "
@@ -309,7 +312,8 @@ def _check_module(module: Any, entry: Entry, what: str) -> None:
 
 def _attach_eager(module: Any) -> Any:
     """The eager inference speed-ups (BatchNorm folding, the ASPP shortcut), attached in place."""
-    from ..inference import attach_eager
+    with first_use_lock:  # imports torchvision the first time: not while a lazy factory does
+        from ..inference import attach_eager
 
     return attach_eager(module)
 
@@ -324,7 +328,8 @@ def _set_config(module: Any, config: dict[str, Any]) -> None:
 
 def _load_weights(model: Any, weights: Any) -> None:
     try:
-        from ..weights import load_weights
+        with first_use_lock:
+            from ..weights import load_weights
     except ModuleNotFoundError as exc:
         if exc.name != "vertebra.weights":
             raise

@@ -9,13 +9,13 @@ name ``plugin:name`` always works.
 from __future__ import annotations
 
 import fnmatch
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, PluginError, UnknownNameError
 from ..plugins._loader import (KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover,
                                generation)
+from ..plugins._lock import first_use_lock
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
 
@@ -150,7 +150,7 @@ class Catalog:
         return error
 
 
-_lock = threading.RLock()
+_lock = first_use_lock  # discovery and lazy imports share one lock: see vertebra.plugins._lock
 _catalog: Catalog | None = None
 _discovered_in = -1  # the plugins' discovery generation the catalog was built in
 
