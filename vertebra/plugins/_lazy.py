@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import PluginError
 from ..text import first_line
+from ._guard import contained, describe_cause
 from ._lock import first_use_lock
 
 __all__ = ["LazyFactory", "lazy", "module_exports", "find_module_spec"]
@@ -196,10 +197,11 @@ class LazyFactory:
 
     def _import(self) -> Any:
         try:
-            module = importlib.import_module(self.module_name)
+            with contained():
+                module = importlib.import_module(self.module_name)
         except Exception as exc:  # noqa: BLE001 - reported with the reference and the plugin
             raise PluginError(f"{self._who()}lazy factory {self.reference!r}: importing {self.module_name} "
-                              f"failed: {type(exc).__name__}: {exc}") from exc
+                              f"failed: {describe_cause(exc)}") from exc
         try:
             target = getattr(module, self.attribute)
         except AttributeError as exc:
