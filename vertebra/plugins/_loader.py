@@ -302,6 +302,21 @@ class PluginLoader:
                       PluginWarning, stacklevel=2)
         return self._info(candidate, "failed", f"{what}{cause}")
 
+    def report_shadowing(self, info: PluginInfo, shadowed: list[tuple[str, str]]) -> None:
+        """``(kind, name)`` this plugin registered that vertebra registers too: the bare names stay the built-ins'."""
+        if not shadowed:
+            return
+        dist = f"distribution {info.distribution} {info.version or ''}".strip() if info.distribution else \
+            "no distribution"
+        names = ", ".join(f"{kind} {name!r}" for kind, name in shadowed)
+        qualified = ", ".join(repr(f"{info.name}:{name}") for _, name in shadowed)
+        message = (f"vertebra plugin {info.name!r} ({dist}) registers names that are built-in: {names}. The "
+                   f"bare names keep meaning vertebra's built-in entries; reach the plugin's with the qualified "
+                   f"names {qualified}, or rename them in the plugin")
+        if self.settings.strict:
+            raise PluginError(message + f" [{ENV_STRICT}=1 makes this an error]")
+        warnings.warn(message, PluginWarning, stacklevel=3)
+
     def report_conflicts(self, plugin: str, conflicts: list[str]) -> None:
         """Names this plugin registered that another plugin registered too (kept; bare lookup refuses)."""
         if not conflicts:
