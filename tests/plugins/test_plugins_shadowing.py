@@ -49,3 +49,10 @@ def test_two_third_party_plugins_with_one_name_stay_ambiguous(make_plugin, no_bu
         registry.list_backbones()
     with pytest.raises(PluginError, match="'first:twin_net' or 'second:twin_net'"):
         registry.entry("backbone", "twin_net")
+
+
+def test_strict_mode_makes_shadowing_a_builtin_an_error(make_plugin, monkeypatch):
+    monkeypatch.setenv("VERTEBRA_STRICT_PLUGINS", "1")
+    make_plugin(plugin_source(heads=["lraspp"]), ep="shadow")
+    with pytest.raises(PluginError, match="'shadow'.*built-in: head 'lraspp'.*VERTEBRA_STRICT_PLUGINS=1"):
+        registry.list_heads()
