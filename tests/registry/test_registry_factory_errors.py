@@ -54,6 +54,16 @@ def test_a_raw_error_from_a_plugin_factory_becomes_a_plugin_error_naming_plugin_
     assert isinstance(info.value.__cause__, (ValueError, TypeError))
 
 
+def test_environment_errors_from_a_factory_propagate_unwrapped(fake):
+    def offline(*, width: int = 4):
+        """Fails like a factory that downloads weights without a network."""
+        raise ConnectionError("no network")
+
+    _plugin("offline", backbones={"offline": offline})
+    with pytest.raises(ConnectionError, match="no network"):
+        registry.build_backbone("offline")
+
+
 def test_config_errors_from_a_factory_stay_config_errors(fake):
     with pytest.raises(ConfigError, match="output_stride must be one of"):
         registry.build_backbone("pyramid", output_stride=4)

@@ -91,11 +91,12 @@ def call_factory(func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any
     * Any other failure that is not a :class:`VertebraError` is the factory's own bug: with
       ``owner`` (``plugin 'x' (dist 1.0)``) it becomes a :class:`PluginError` naming the owner, the
       factory and the cause, so the user knows whose bug it is; without, it propagates (a ``meta``
-      probe falls back to the real build on it).  Running out of memory is not a bug and propagates.
+      probe falls back to the real build on it).  Running out of memory and ``OSError`` (a download or
+      a file the factory reads) are the environment's, not bugs, and propagate.
     """
     try:
         return _call(func, args, kwargs, where=where, path=path, signature=signature)
-    except (VertebraError, MemoryError):
+    except (VertebraError, MemoryError, OSError):
         raise
     except Exception as exc:
         if owner is None or type(exc).__name__ == "OutOfMemoryError":
