@@ -77,7 +77,7 @@ def test_wrong_type_becomes_config_error_naming_the_argument(fake):
     assert isinstance(info.value.__cause__, TypeError)
 
 
-def test_type_error_that_no_argument_explains_propagates(fake):
+def test_type_error_that_no_argument_explains_is_a_plugin_error_naming_the_plugin(fake):
     def broken(*, width: int = 4):
         """Has a bug unrelated to its arguments."""
         return len(5)
@@ -90,8 +90,9 @@ def test_type_error_that_no_argument_explains_propagates(fake):
             register("broken", broken)
 
     registry.register_plugin(Broken(), "broken")
-    with pytest.raises(TypeError, match="has no len"):
+    with pytest.raises(PluginError, match="backbone 'broken' from plugin 'broken'.*TypeError: .*has no len") as info:
         registry.build_backbone("broken", width=3)
+    assert isinstance(info.value.__cause__, TypeError)
 
 
 def test_invalid_value_error_from_the_factory_keeps_its_path(fake):

@@ -134,7 +134,12 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
     """
     check_positive_int(num_classes, "num_classes")
     check_positive_int(pyramid_channels, "pyramid_channels")
-    check_positive_int(segmentation_channels, "segmentation_channels", minimum=32)  # GroupNorm(32, ...)
+    check_positive_int(segmentation_channels, "segmentation_channels", minimum=32)
+    if segmentation_channels % 32:  # smp normalises the merged branch with GroupNorm(32 groups, channels)
+        below = segmentation_channels // 32 * 32
+        raise ConfigError(f"must be a multiple of 32 (smp's FPN normalises the merged branch with GroupNorm in "
+                          f"32 groups), got {segmentation_channels}; e.g. {below} or {below + 32}",
+                          path="segmentation_channels")
     check_choice(merge_policy, ("add", "cat"), "merge_policy")
     check_range(dropout, "dropout", low=0, high=1)
     levels = [spec for spec in _levels(backbone) if spec.stride in (4, 8, 16, 32)]

@@ -40,6 +40,8 @@ from typing import Any
 
 from ..errors import PluginError
 from ..text import first_line
+from ._guard import contained, describe_cause
+from ._lock import first_use_lock
 
 __all__ = ["LazyFactory", "lazy", "module_exports", "find_module_spec"]
 
@@ -147,7 +149,6 @@ class LazyFactory:
         self.__name__ = self.__qualname__ = attr
         self.__module__ = module
         self._target: Any = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"lazy({self.reference!r})"
@@ -183,19 +184,24 @@ class LazyFactory:
 
     # -- importing ------------------------------------------------------------------------------
     def resolve(self) -> Any:
-        """The real factory, importing its module on first use."""
+        """The real factory, importing its module on first use.
+
+        The import runs under the process-wide :data:`~vertebra.plugins._lock.first_use_lock`, not a
+        lock of this factory: another factory's module may share its dependencies (see that module).
+        """
         if self._target is None:
-            with self._lock:
+            with first_use_lock:
                 if self._target is None:
                     self._target = self._import()
         return self._target
 
     def _import(self) -> Any:
         try:
-            module = importlib.import_module(self.module_name)
+            with contained():
+                module = importlib.import_module(self.module_name)
         except Exception as exc:  # noqa: BLE001 - reported with the reference and the plugin
             raise PluginError(f"{self._who()}lazy factory {self.reference!r}: importing {self.module_name} "
-                              f"failed: {type(exc).__name__}: {exc}") from exc
+                              f"failed: {describe_cause(exc)}") from exc
         try:
             target = getattr(module, self.attribute)
         except AttributeError as exc:

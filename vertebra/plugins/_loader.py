@@ -27,6 +27,7 @@ import pluggy
 
 from ..errors import PluginError
 from . import hookspecs
+from ._guard import contained, describe_cause
 from ._lazy import LazyFactory
 
 __all__ = [
@@ -250,12 +251,14 @@ class PluginLoader:
         if candidate.name in set(taken) or self.manager.get_plugin(candidate.name) is not None:
             return self._fail(strict, candidate, "uses a plugin name that another plugin already took", None), []
         try:
-            plugin = candidate.load()
+            with contained():
+                plugin = candidate.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is this plugin's problem only
             return self._fail(strict, candidate, "failed to import", exc), []
         try:
-            self.manager.register(plugin, name=candidate.name)
-            self.manager.check_pending()
+            with contained():
+                self.manager.register(plugin, name=candidate.name)
+                self.manager.check_pending()
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors, double registration
             self._forget(plugin, candidate.name)
             return self._fail(strict, candidate, "is not a valid vertebra plugin", exc), []
@@ -263,7 +266,8 @@ class PluginLoader:
         others = [p for p in self.manager.get_plugins() if p is not plugin]
         for kind, hook in HOOKS.items():
             try:
-                self.manager.subset_hook_caller(hook, remove_plugins=others)(register=staging.register_for(kind))
+                with contained():
+                    self.manager.subset_hook_caller(hook, remove_plugins=others)(register=staging.register_for(kind))
             except Exception as exc:  # noqa: BLE001 - isolate the plugin, keep nothing it staged
                 self._forget(plugin, candidate.name)
                 return self._fail(strict, candidate, f"raised in its {hook} hook", exc), []
@@ -286,7 +290,7 @@ class PluginLoader:
                           status, detail, backbone, head, weights)
 
     def _fail(self, strict: bool, candidate: Candidate, what: str, exc: BaseException | None) -> PluginInfo:
-        cause = "" if exc is None else f": {type(exc).__name__}: {exc}"
+        cause = "" if exc is None else f": {describe_cause(exc)}"
         dist = (f"distribution {candidate.distribution} {candidate.version or '(unknown version)'}"
                 if candidate.distribution else "no distribution")
         message = (f"vertebra plugin {candidate.name!r} ({candidate.source}; {dist}) {what}{cause}")
@@ -297,6 +301,21 @@ class PluginLoader:
                       f"with {ENV_DISABLE}={candidate.name}, or set {ENV_STRICT}=1 to make this an error.",
                       PluginWarning, stacklevel=2)
         return self._info(candidate, "failed", f"{what}{cause}")
+
+    def report_shadowing(self, info: PluginInfo, shadowed: list[tuple[str, str]]) -> None:
+        """``(kind, name)`` this plugin registered that vertebra registers too: the bare names stay the built-ins'."""
+        if not shadowed:
+            return
+        dist = f"distribution {info.distribution} {info.version or ''}".strip() if info.distribution else \
+            "no distribution"
+        names = ", ".join(f"{kind} {name!r}" for kind, name in shadowed)
+        qualified = ", ".join(repr(f"{info.name}:{name}") for _, name in shadowed)
+        message = (f"vertebra plugin {info.name!r} ({dist}) registers names that are built-in: {names}. The "
+                   f"bare names keep meaning vertebra's built-in entries; reach the plugin's with the qualified "
+                   f"names {qualified}, or rename them in the plugin")
+        if self.settings.strict:
+            raise PluginError(message + f" [{ENV_STRICT}=1 makes this an error]")
+        warnings.warn(message, PluginWarning, stacklevel=3)
 
     def report_conflicts(self, plugin: str, conflicts: list[str]) -> None:
         """Names this plugin registered that another plugin registered too (kept; bare lookup refuses)."""

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, IncompatibleError, PluginError, VertebraError, WeightsError
+from ..plugins._lock import first_use_lock
 from ._catalog import Entry, catalog
 from ._kwargs import call_factory, join_path, signature_of
+from ._probe import feature_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..heads._base import Requirements
@@ -179,6 +181,9 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
         probe = None
     if probe is not None:
         _raise_if_incompatible(head_entry, backbone_entry, requirements, probe)
+        problem = _forward_problem(backbone_entry, merged, probe)
+        if problem:
+            raise IncompatibleError(problem)
     module = _make_backbone(backbone_entry, merged, path=backbone_path, meta=False, injected=injected,
                             head=head_entry)
     if probe is None:
@@ -187,7 +192,7 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     # Checked above, on meta: the builder runs without @requires' own check of the same rules.
     builder = getattr(head_entry.factory, "vertebra_unchecked", head_entry.factory)
     model = call_factory(builder, (module,), head_kwargs, where=f"head {head!r}", path=path,
-                         signature=head_signature)
+                         signature=head_signature, owner=head_entry.source)
     _check_module(model, head_entry, "head builder")
     _attach_eager(model)
     _set_config(model, {"head": head, "backbone": copy.deepcopy(module.config), **copy.deepcopy(head_kwargs)})
@@ -224,7 +229,7 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
     from ..heads._base import requirements_of
 
     requirements = call_factory(requirements_of, (head.factory,), head_kwargs, where=f"head {head.name!r}",
-                                path=path, signature=signature_of(head.factory, skip_first=True))
+                                path=path, signature=signature_of(head.factory, skip_first=True), owner=head.source)
     merged = dict(backbone_kwargs)
     accepted = signature_of(backbone.factory)
     for key, value in requirements.backbone_kwargs.items():
@@ -244,7 +249,8 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
 
 def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, meta: bool,
                    injected: set[str] = frozenset(), head: Entry | None = None):
-    import torch
+    with first_use_lock:  # a first import races other threads' lazy imports otherwise (plugins._lock)
+        import torch
 
     signature = signature_of(entry.factory)
     signature.check(kwargs, where=f"backbone {entry.name!r}", path=path)
@@ -255,7 +261,7 @@ def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, me
                                       signature=signature)
         else:
             module = call_factory(entry.factory, (), kwargs, where=f"backbone {entry.name!r}", path=path,
-                                  signature=signature)
+                                  signature=signature, owner=entry.source)
     except ConfigError as exc:
         key = (exc.path or "").rsplit(".", 1)[-1]
         if head is not None and key in injected:
@@ -296,11 +302,24 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
         return (f"backbone {backbone.qualified_name!r} cannot be built on the meta device: "
                 f"{type(exc).__name__}: {exc}")
+    # Not the meta forward check: it costs a forward per backbone here, and a backbone whose forward
+    # disagrees with its feature_info is refused by build() with the reason anyway.
     return _feature_problem(head, backbone, requirements, probe)
 
 
+def _forward_problem(backbone: Entry, kwargs: Mapping[str, Any], probe: Any) -> str | None:
+    """:func:`~._probe.feature_mismatch` of the meta ``probe``, cached per backbone and options like the
+    other checks (the catalog drops it when plugins change)."""
+    cat = catalog()
+    key = ("forward", backbone.qualified_name, repr(sorted(kwargs.items())))
+    if key not in cat.cache:
+        cat.cache[key] = feature_mismatch(cat.display_name(backbone), probe)
+    return cat.cache[key]
+
+
 def _check_module(module: Any, entry: Entry, what: str) -> None:
-    from torch import nn
+    with first_use_lock:
+        from torch import nn
 
     if not isinstance(module, nn.Module):
         raise PluginError(f"{what} {entry.qualified_name!r} from {entry.source} returned a "
@@ -309,7 +328,8 @@ def _check_module(module: Any, entry: Entry, what: str) -> None:
 
 def _attach_eager(module: Any) -> Any:
     """The eager inference speed-ups (BatchNorm folding, the ASPP shortcut), attached in place."""
-    from ..inference import attach_eager
+    with first_use_lock:  # imports torchvision the first time: not while a lazy factory does
+        from ..inference import attach_eager
 
     return attach_eager(module)
 
@@ -324,7 +344,8 @@ def _set_config(module: Any, config: dict[str, Any]) -> None:
 
 def _load_weights(model: Any, weights: Any) -> None:
     try:
-        from ..weights import load_weights
+        with first_use_lock:
+            from ..weights import load_weights
     except ModuleNotFoundError as exc:
         if exc.name != "vertebra.weights":
             raise

@@ -3,19 +3,20 @@
 Nothing here imports torch.  The first lookup runs plugin discovery (:mod:`vertebra.plugins._loader`);
 every later call reuses the result until :func:`reset`.  Two plugins may register the same name:
 both entries are kept, the bare name then refuses to guess (naming both sources), and the qualified
-name ``plugin:name`` always works.
+name ``plugin:name`` always works.  The one exception: a name vertebra itself registers keeps
+meaning the built-in entry (the plugin is warned about), so no plugin can break shipped configs.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, PluginError, UnknownNameError
-from ..plugins._loader import (KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration, Settings, discover,
-                               generation)
+from ..plugins._loader import (BUILTIN_NAME, KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration,
+                               Settings, discover, generation)
+from ..plugins._lock import first_use_lock
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
 
@@ -58,15 +59,19 @@ class Catalog:
     def add(self, candidate: Candidate, *, explicit: bool = False) -> PluginInfo:
         info, registrations = self.loader.load(candidate, explicit=explicit,
                                                taken=[p.name for p in self.plugins])
-        conflicts = [f"{r.kind} {r.name!r} (also from "
-                     f"{', '.join(e.source for e in self._entries[r.kind][r.name])})"
-                     for r in registrations if r.name in self._entries[r.kind]]
-        if conflicts:
-            try:
-                self.loader.report_conflicts(info.name, conflicts)
-            except PluginError:
-                self.loader.forget(info.name)
-                raise
+        shadowed, conflicts = [], []
+        for r in registrations:
+            others = self._entries[r.kind].get(r.name, [])
+            if any(e.plugin == BUILTIN_NAME for e in others):
+                shadowed.append((r.kind, r.name))
+            elif others:
+                conflicts.append(f"{r.kind} {r.name!r} (also from {', '.join(e.source for e in others)})")
+        try:
+            self.loader.report_shadowing(info, shadowed)
+            self.loader.report_conflicts(info.name, conflicts)
+        except PluginError:
+            self.loader.forget(info.name)
+            raise
         self.plugins.append(info)
         for registration in registrations:
             self._add_entry(registration, info)
@@ -95,9 +100,23 @@ class Catalog:
         return sorted((e for group in self._entries[kind].values() for e in group),
                       key=lambda e: (e.name, e.plugin))
 
+    def bare_owner(self, kind: str, name: str) -> Entry | None:
+        """The entry a bare ``name`` means: the only one, else the built-in one; ``None``: none or ambiguous.
+
+        A built-in name always means the built-in entry, so a plugin that registers
+        ``mobilenet_v3_large`` too cannot make every shipped config ambiguous (it is warned about at
+        discovery, and ``plugin:name`` reaches its entry).  Two third-party entries stay ambiguous:
+        neither has a better claim.
+        """
+        found = self._entries[kind].get(name, [])
+        if len(found) == 1:
+            return found[0]
+        builtin = [e for e in found if e.plugin == BUILTIN_NAME]
+        return builtin[0] if builtin else None
+
     def display_name(self, entry: Entry) -> str:
-        """The bare name, or the qualified one when the bare name is ambiguous."""
-        return entry.qualified_name if len(self._entries[entry.kind][entry.name]) > 1 else entry.name
+        """The bare name when it means ``entry``, else the qualified one."""
+        return entry.name if self.bare_owner(entry.kind, entry.name) is entry else entry.qualified_name
 
     def names(self, kind: str, pattern: str | None = None) -> list[str]:
         result = []
@@ -127,8 +146,9 @@ class Catalog:
                 raise self.unknown("plugin", plugin, [p.name for p in self.plugins])
             raise self.unknown(kind, name, [e.qualified_name for e in self.entries(kind)])
         found = table.get(name, [])
-        if len(found) == 1:
-            return found[0]
+        owner = self.bare_owner(kind, name)
+        if owner is not None:
+            return owner
         if found:
             sources = " and ".join(e.source for e in found)
             choices = " or ".join(repr(e.qualified_name) for e in found)
@@ -150,7 +170,7 @@ class Catalog:
         return error
 
 
-_lock = threading.RLock()
+_lock = first_use_lock  # discovery and lazy imports share one lock: see vertebra.plugins._lock
 _catalog: Catalog | None = None
 _discovered_in = -1  # the plugins' discovery generation the catalog was built in
 

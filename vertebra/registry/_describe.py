@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..features import FeatureSpec
 from ..plugins._loader import KINDS
+from ..plugins._lock import first_use_lock
 from ..text import first_line
 from ._build import meta_backbone
 from ._catalog import Entry, catalog
@@ -112,7 +113,8 @@ def _describe_backbone(entry: Entry) -> Description:
     size = getattr(meta, "default_size", None) or 224
     macs = None
     try:
-        from ..backbones._flops import count_macs
+        with first_use_lock:  # a first import must not race another thread's (plugins._lock)
+            from ..backbones._flops import count_macs
     except ImportError as exc:
         notes.append(f"MACs not counted: {exc}")
     else:

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError, VertebraError
+from ..plugins._guard import describe_cause
 from ..validation import matches_hint
 
 __all__ = ["REQUIRED", "Signature", "signature_of", "join_path", "call_factory"]
@@ -81,13 +82,32 @@ def signature_of(func: Callable[..., Any], *, skip_first: bool = False) -> Signa
 
 
 def call_factory(func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any], *, where: str,
-                 path: str | None, signature: Signature) -> Any:
+                 path: str | None, signature: Signature, owner: str | None = None) -> Any:
     """Call ``func(*args, **kwargs)``; turn what is clearly a bad argument into a :class:`ConfigError`.
 
     * A :class:`ConfigError` the factory raises gets ``path`` prefixed to its own path.
     * A ``TypeError`` is re-raised as a ConfigError naming the argument(s) whose type does not
-      match the annotation or the default; if no argument looks wrong it is a bug, and propagates.
+      match the annotation or the default.
+    * Any other failure that is not a :class:`VertebraError` is the factory's own bug: with
+      ``owner`` (``plugin 'x' (dist 1.0)``) it becomes a :class:`PluginError` naming the owner, the
+      factory and the cause, so the user knows whose bug it is; without, it propagates (a ``meta``
+      probe falls back to the real build on it).  Running out of memory and ``OSError`` (a download or
+      a file the factory reads) are the environment's, not bugs, and propagate.
     """
+    try:
+        return _call(func, args, kwargs, where=where, path=path, signature=signature)
+    except (VertebraError, MemoryError, OSError):
+        raise
+    except Exception as exc:
+        if owner is None or type(exc).__name__ == "OutOfMemoryError":
+            raise
+        raise PluginError(f"{where} from {owner} failed: {describe_cause(exc)} (a bug in that factory, "
+                          f"or an option value it does not check; the original traceback is chained below)"
+                          ) from exc
+
+
+def _call(func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any], *, where: str,
+          path: str | None, signature: Signature) -> Any:
     try:
         return func(*args, **kwargs)
     except ConfigError as exc:
