@@ -13,6 +13,12 @@ in place of the last good checkpoint and ``--resume`` nothing to resume from.  S
 (``os.replace`` is only atomic within one file system), is flushed and fsync'ed, and then replaces
 the target in one step: readers see the old file or the new one, never a mix.
 
+Every training checkpoint is sealed with a content digest (``"sha256"``, over every other field;
+:mod:`vertebra.weights.digest`, the same one model artifacts carry), because torch's zip reader
+does not check CRCs: a flipped byte inside a tensor would otherwise resume silently as another
+run.  Every read of a file carrying vertebra's format marker checks it (resume, eval, and
+``load_weights`` of a checkpoint).
+
 Reads (:func:`load_checkpoint`) use ``torch.load(weights_only=True)``: a checkpoint is data, and
 unpickling arbitrary objects would run arbitrary code.  A corrupt or truncated file becomes a
 :class:`CheckpointError` that names the file.  A checkpoint whose architecture differs from the
@@ -34,6 +40,7 @@ from torch import nn
 
 from ..atomic import atomic_open
 from ..errors import CheckpointError
+from ..weights.digest import is_sealed_format, seal, verify_sealed
 from ..weights.files import describe_load_failure
 from ..weights.keys import compare_keys
 
@@ -117,20 +124,30 @@ def load_checkpoint(path: PathLike, *, map_location: Any = "cpu",
         raise CheckpointError(f"checkpoint {str(source)!r} does not exist (or is not a file)")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(source, map_location=map_location, weights_only=True)
+            state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors...
         raise CheckpointError(describe_load_failure(
             source, error, what="checkpoint", remedy="delete it and use an earlier checkpoint or retrain",
             allow="load_checkpoint(..., safe_globals=[...])")) from error
+    if is_sealed_format(state):
+        problem = verify_sealed(state)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {str(source)!r} is damaged: {problem}; nothing was loaded. "
+                                  f"Copy it again from where it was written, or use an earlier checkpoint")
+    return state
 
 
 # -- save / load -----------------------------------------------------------------------------
 
 def save_training_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` (see module docstring) atomically; returns the path."""
+    """Write ``state`` (see module docstring) atomically, sealed with its content digest; returns the path.
+
+    The digest (:func:`vertebra.weights.digest.seal`, stored as ``"sha256"``) is what lets every
+    later read refuse a file damaged on disk or in transit: torch itself would load it silently.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"format": FORMAT, **state}, path)
+    save_atomic(seal({"format": FORMAT, **state}), path)
     return path
 
 

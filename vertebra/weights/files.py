@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import WeightsError
+from ..errors import CheckpointError, WeightsError
 from .cache import verify_sha256
+from .digest import is_sealed_format, verify_sealed
 
 __all__ = ["read_state_dict", "unwrap_state_dict", "describe_load_failure", "CONTAINER_KEYS"]
 
@@ -41,16 +42,37 @@ def read_state_dict(path: str | os.PathLike[str], *, sha256: str | None = None) 
         raise WeightsError(f"weights file {str(file)!r} does not exist (or is not a file)")
     if sha256:
         verify_sha256(file, sha256, what="weights file")
+    if file.suffix == ".safetensors" and _is_artifact(file):
+        from .artifact import read_artifact   # verifies the artifact's digest; ArtifactError names the file
+
+        return read_artifact(file).state_dict
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(file), device="cpu")
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # RuntimeError (zip), UnpicklingError, EOFError, SafetensorError ...
         raise WeightsError(describe_load_failure(file, error, what="weights file",
                                                  remedy="delete it and download or export it again",
                                                  allow="torch.serialization.add_safe_globals([...])")) from error
+    if is_sealed_format(state):   # a training checkpoint vertebra wrote: its digest must hold
+        problem = verify_sealed(state)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {str(file)!r} is damaged: {problem}; nothing was loaded. "
+                                  f"Copy it again from where it was written, or use an earlier checkpoint")
+    return state
+
+
+def _is_artifact(file: Path) -> bool:
+    """Whether a safetensors file carries vertebra's artifact header (then its digest is checked)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            return "vertebra" in (handle.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable: the plain read below reports it
+        return False
 
 
 def unwrap_state_dict(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
