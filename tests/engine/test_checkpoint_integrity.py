@@ -24,7 +24,7 @@ from vertebra.errors import ArtifactError, CheckpointError
 from vertebra.weights import Preprocessing, load_weights, save_artifact
 from vertebra.weights.digest import content_digest, seal, verify_sealed
 
-from engine_helpers import tiny
+from engine_helpers import tiny, training_state
 
 
 def flip_inside_largest_tensor(path, into):
@@ -105,7 +105,7 @@ def test_load_weights_verifies_an_artifact(tmp_path):
 
 
 def test_a_checkpoint_without_its_digest_is_refused(tmp_path):
-    path = ckpt.save_training_checkpoint(tmp_path / "last.pth", {"epoch": 1})
+    path = ckpt.save_training_checkpoint(tmp_path / "last.pth", training_state())
     state = torch.load(path, weights_only=True)
     del state["sha256"]
     torch.save(state, path)
@@ -125,3 +125,35 @@ def test_digest_is_canonical_and_sensitive():
         assert content_digest({**state, **change}) != content_digest(state), change
     sealed = seal(state)
     assert verify_sealed(sealed) is None and verify_sealed({**sealed, "epoch": 4}) is not None
+
+
+# -- finding 13: a well-sealed checkpoint whose content cannot be used ------------------------
+
+def rewrite(run, tmp_path, edit):
+    """A copy of the run whose last.pth was edited by ``edit(state)`` and sealed again (a valid digest)."""
+    out = tmp_path / "edited"
+    shutil.copytree(run, out)
+    state = torch.load(out / "last.pth", weights_only=True)
+    edit(state)
+    ckpt.save_training_checkpoint(out / "last.pth", {k: v for k, v in state.items() if k != "format"})
+    return out
+
+
+def poison(state):
+    key = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][key] = torch.full_like(state["model"][key], float("nan"))
+
+
+def test_resume_and_eval_refuse_nan_weights(run, tmp_path, capsys):
+    out = rewrite(run, tmp_path, poison)
+    with pytest.raises(CheckpointError, match=r"weight model\[.*\] holds NaN"):
+        train(tiny("semantic", epochs=2), out_dir=out, resume=True, progress=False)
+    code = main(["eval", str(out / "config.yaml"), "--checkpoint", str(out / "last.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds NaN" in err and "Traceback" not in err
+
+
+def test_resume_with_an_optimizer_state_that_does_not_fit(run, tmp_path):
+    out = rewrite(run, tmp_path, lambda state: state["optimizer"].update(param_groups=[]))
+    with pytest.raises(CheckpointError, match=r"'optimizer' state does not fit"):
+        train(tiny("semantic", epochs=2), out_dir=out, resume=True, progress=False)
