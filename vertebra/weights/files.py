@@ -110,19 +110,43 @@ def describe_load_failure(path: Path, error: BaseException, *, what: str, remedy
     """Say what is wrong with the file and what to do, keeping torch's reason for the curious.
 
     ``what`` names the kind of file ("weights file"), ``remedy`` what to do about a damaged one,
-    ``allow`` how to admit a class the file references once the user trusts it.
+    ``allow`` how to admit a class the file references once the user trusts it (``[...]`` in it
+    is replaced by the class).  torch's weights-only unpickler words each refusal differently
+    (:data:`_REFUSALS`); a refused reference is named, never reported as a corrupt file.
     """
-    text = str(error)
-    blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if blocked:
-        return (f"{what} {str(path)!r} holds a reference to {blocked.group(1)}, which is not unpickled under "
-                f"weights_only=True; save only tensors and plain containers, or, if you trust the file, "
-                f"allow the class with {allow}")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    for pattern, explain in _REFUSALS:
+        found = re.search(pattern, text)
+        if found:
+            return f"{what} {str(path)!r} " + explain(found.group(1), allow)
     unpickler = re.search(r"WeightsUnpickler error: \s*([^\n]+)", text)
     reason = unpickler.group(1).strip() if unpickler else (_first_sentence(text) or type(error).__name__)
+    if reason.startswith("Unsupported operand"):   # garbage bytes, or a pickle torch.save did not write
+        reason += ", a pickle instruction torch.save does not write (pickle.dump with protocol 4 does)"
     size = path.stat().st_size if path.exists() else 0
     return (f"{what} {str(path)!r} ({size} bytes) is truncated or corrupt, or not a PyTorch file "
             f"({type(error).__name__}: {reason}); {remedy}")
+
+
+def _not_allowed(name: str, allow: str) -> str:
+    return (f"holds a reference to {name}, which is not unpickled under weights_only=True (unpickling it could "
+            f"run code); save only tensors and plain containers, or, if you trust the file, allow it with "
+            f"{allow.replace('[...]', f'[{name}]')}")
+
+
+def _blocked(name: str, allow: str) -> str:
+    return (f"holds a reference to {name}, from a module torch never unpickles (it runs commands or code): the "
+            f"file is not plain data and may be malicious; do not load it, and re-save the weights with "
+            f"torch.save(model.state_dict(), ...) if you wrote it")
+
+
+#: torch's weights-only refusals (torch 2.x wording) -> what to say; group 1 is the refused thing.
+_REFUSALS = (
+    (r"Unsupported global: GLOBAL ([\w.<>]+)", _not_allowed),
+    (r"Trying to load unsupported GLOBAL ([\w.<>]+) whose module", _blocked),
+    (r"Trying to call reduce for unrecognized function (\S+)", _not_allowed),
+    (r"Can only (?:create new object|build)[^\n]*but got <class '([\w.<>]+)'>", _not_allowed),
+)
 
 
 def _first_sentence(text: str) -> str:
