@@ -19,6 +19,7 @@ other (a writer on another host of a shared file system, a name without a writer
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -29,7 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S"]
+from .errors import OutputError
+
+__all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S", "output_errors", "ensure_directory",
+           "describe_write_failure"]
 
 PathLike = str | os.PathLike[str]
 
@@ -51,29 +55,83 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
 
     If the ``with`` body raises, the temporary file is removed and ``path`` is left untouched,
     so an existing good file is never replaced by a partial one.  ``mode`` must be a write mode
-    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).
+    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).  A failing
+    write (disk full, read-only, a file where the folder should be) is an :class:`OutputError`.
     """
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes a whole new file; mode must start with 'w', got {mode!r}")
     target = Path(path)
     directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.{_HOST}-{os.getpid()}.",
-                                    suffix=".tmp")
+    with output_errors(target):
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.{_HOST}-{os.getpid()}.",
+                                        suffix=".tmp")
     try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        with output_errors(target):
+            os.chmod(tmp_name, 0o666 & ~_UMASK)
+            with os.fdopen(fd, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
     _fsync_directory(directory)
+
+
+@contextlib.contextmanager
+def output_errors(path: PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into an :class:`OutputError` naming it."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise describe_write_failure(path, error) from error
+
+
+def ensure_directory(path: PathLike, *, probe: bool = False) -> Path:
+    """Create the output folder ``path`` (and its parents); with ``probe``, check a file can be written in it.
+
+    The probe is for work that runs long before its first write (training): a read-only or full
+    output folder should fail before the first epoch, not after it.
+    """
+    folder = Path(path)
+    with output_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if probe:
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".vertebra-write-check.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(name)
+    return folder
+
+
+#: errno -> (what happened, what to do); the rest get the system's own words.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("the disk is full", "free some space, or write to another disk (e.g. --out)"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space, or write to another disk (e.g. --out)"),
+    errno.EROFS: ("the file system is read-only", "write somewhere else (e.g. --out DIR)"),
+    errno.EACCES: ("permission denied", "write to a folder you may write to (e.g. --out DIR)"),
+    errno.EPERM: ("operation not permitted", "write to a folder you may write to (e.g. --out DIR)"),
+    errno.ENOTDIR: ("a file stands where a folder should be", "move that file away or choose another --out"),
+    errno.EEXIST: ("a file stands where a folder should be", "move that file away or choose another --out"),
+    errno.EISDIR: ("a folder stands where the file should be", "move that folder away or choose another --out"),
+}
+
+
+def describe_write_failure(path: PathLike, error: OSError) -> OutputError:
+    """The :class:`OutputError` for ``error`` raised while writing ``path``: what happened and what to do."""
+    what, todo = _WRITE_FAILURES.get(error.errno or 0, (error.strerror or type(error).__name__,
+                                                        "check the path and the disk, or write elsewhere"))
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+    problem = OutputError(f"cannot write {str(path)!r}: {what}{where} [{error.strerror or error}]; {todo}. "
+                          f"Nothing was replaced: an existing file there is unchanged")
+    problem.errno, problem.strerror, problem.filename = error.errno, error.strerror, str(path)
+    return problem
 
 
 def remove_stale_temporaries(path: PathLike) -> list[Path]:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import ensure_directory, output_errors
 from ..errors import CheckpointError, ConfigError
 from ..norms import set_batchnorm
 from . import checkpoint as ckpt
@@ -191,7 +192,8 @@ class _Run:
     def _record(self, record: dict) -> None:
         self.history.append(record)
         if self.log is not None:
-            self.log.write(record)
+            with output_errors(self.log.path):
+                self.log.write(record)
 
     def train_epoch(self, stop: StopSignal) -> bool:
         """Run the rest of the current epoch; False when a signal stopped it (checkpoint written)."""
@@ -311,6 +313,7 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
         config = parse_config(config)
     out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
     config = dataclasses.replace(config, out=str(out))
+    ensure_directory(out, probe=True)         # a read-only or misplaced --out fails now, not after an epoch
     run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
     if resume:
         run.resume()
@@ -340,7 +343,8 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
                        images_per_s=sum(rates) / len(rates) if rates else 0.0, epochs_done=run.epoch)
     if run.dist.is_main:
         title = f"{config.model.get('head')} on {_backbone_name(config.model)} ({config.task})"
-        result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
+        with output_errors(out / "curves.png"):
+            result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
         result.files["predictions"] = draw_predictions(run.task, run.eval_model(), run.bundle, config,
                                                         out / "predictions.png")
     barrier()
