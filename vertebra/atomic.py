@@ -33,6 +33,7 @@ from typing import IO, Any
 from .errors import OutputError
 
 __all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S", "output_errors", "ensure_directory",
+           "check_output_folder",
            "describe_write_failure"]
 
 PathLike = str | os.PathLike[str]
@@ -105,6 +106,25 @@ def ensure_directory(path: PathLike, *, probe: bool = False) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if probe:
             fd, name = tempfile.mkstemp(dir=folder, prefix=".vertebra-write-check.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(name)
+    return folder
+
+
+def check_output_folder(path: PathLike, *, probe: bool = False) -> Path:
+    """Refuse an output folder that cannot be created or written, without creating anything.
+
+    The nearest part of ``path`` that exists must be a folder (not a file); with ``probe`` a file
+    is created and removed there, so a read-only or full place fails before hours of work, not
+    after.  Nothing lasting is made: a run whose config is then refused leaves no folder behind.
+    """
+    folder = Path(path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    with output_errors(folder):
+        if existing is not None and not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        if probe and existing is not None:
+            fd, name = tempfile.mkstemp(dir=existing, prefix=".vertebra-write-check.", suffix=".tmp")
             os.close(fd)
             os.unlink(name)
     return folder

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..atomic import ensure_directory, output_errors
+from ..atomic import check_output_folder, output_errors
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse_config
 from .data import DataBundle, make_loader
@@ -70,7 +70,7 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
     if isinstance(config, dict):
         config = parse_config(config)
     path = Path(checkpoint)
-    out = ensure_directory(out_dir or config.out or path.parent)   # where training generated its data
+    out = check_output_folder(out_dir or config.out or path.parent)   # where training generated its data
     run = prepare_run(config, out, checkpoint=path)
     model = run.model
     if run.state is None:

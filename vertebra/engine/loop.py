@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..atomic import ensure_directory, output_errors
+from ..atomic import check_output_folder, output_errors
 from ..errors import CheckpointError, ConfigError
 from ..norms import set_batchnorm
 from . import checkpoint as ckpt
@@ -313,7 +313,7 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
         config = parse_config(config)
     out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
     config = dataclasses.replace(config, out=str(out))
-    ensure_directory(out, probe=True)         # a read-only or misplaced --out fails now, not after an epoch
+    check_output_folder(out, probe=True)      # a read-only or misplaced --out fails now, not after an epoch
     run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
     if resume:
         run.resume()
