@@ -157,3 +157,11 @@ def test_resume_with_an_optimizer_state_that_does_not_fit(run, tmp_path):
     out = rewrite(run, tmp_path, lambda state: state["optimizer"].update(param_groups=[]))
     with pytest.raises(CheckpointError, match=r"'optimizer' state does not fit"):
         train(tiny("semantic", epochs=2), out_dir=out, resume=True, progress=False)
+
+
+def test_eval_and_resume_with_an_ema_state_that_does_not_fit(run, tmp_path, capsys):
+    out = rewrite(run, tmp_path, lambda state: state.update(ema={"module.nope": torch.ones(1)}))
+    code = main(["eval", str(out / "config.yaml"), "--checkpoint", str(out / "last.pth")])
+    assert code == 2 and "'ema' state does not fit" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="'ema' state does not fit"):
+        train(tiny("semantic", epochs=2, ema=0.9), out_dir=out, resume=True, progress=False)

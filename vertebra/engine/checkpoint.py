@@ -44,8 +44,8 @@ from ..weights.digest import is_sealed_format, seal, verify_sealed
 from ..weights.files import describe_load_failure
 from ..weights.keys import compare_keys
 
-__all__ = ["FORMAT", "SCHEMA", "check_training_state", "capture_rng", "restore_rng", "save_training_checkpoint",
-           "load_training_checkpoint", "check_architecture", "unwrap", "save_atomic",
+__all__ = ["FORMAT", "SCHEMA", "check_training_state", "load_part", "capture_rng", "restore_rng",
+           "save_training_checkpoint", "load_training_checkpoint", "check_architecture", "unwrap", "save_atomic",
            "load_checkpoint"]
 
 PathLike = str | os.PathLike[str]
@@ -225,6 +225,20 @@ def check_training_state(state: Mapping[str, Any], path: PathLike) -> None:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise CheckpointError(f"{where}: weight {part}[{key!r}] holds NaN or infinite values; the run it "
                                       f"came from diverged or the file was damaged: use an earlier checkpoint")
+
+
+def load_part(target: Any, part: Any, name: str, path: PathLike) -> None:
+    """``target.load_state_dict(part)`` (optimizer, scheduler, scaler, EMA), a misfit named as such.
+
+    The schema says each part is a state dict; whether it fits *this* run's optimizer or schedule
+    (another optimizer, an edited file) only its ``load_state_dict`` knows, in torch's own words.
+    """
+    try:
+        target.load_state_dict(part)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(f"{str(path)!r}: its {name!r} state does not fit this run's {name} ({error}); "
+                              f"use the config the run was started with (stored in the checkpoint), "
+                              f"or start a new run without --resume") from error
 
 
 # -- save / load -----------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def evaluate(config: TrainConfig | dict, checkpoint: str | Path, *, out_dir: str
         ckpt.check_architecture(run.state, model, path)
         if use_ema and run.state.get("ema") is not None:
             ema = make_ema(model, 0.5)
-            ema.load_state_dict(run.state["ema"])
+            ckpt.load_part(ema, run.state["ema"], "ema", path)
             model = ema.module
         else:
             model.load_state_dict(run.state["model"])

@@ -167,11 +167,11 @@ class _Run:
         if self.ema is not None:
             if state.get("ema") is None:
                 raise CheckpointError(f"{str(path)!r} was trained without EMA; resume with ema=null")
-            self.ema.load_state_dict(state["ema"])
+            ckpt.load_part(self.ema, state["ema"], "ema", path)
         for name, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler),
                              ("scaler", self.scaler if self.scaler.is_enabled() else None)):
             if target is not None and state.get(name) is not None:
-                _load_part(target, state[name], name, path)
+                ckpt.load_part(target, state[name], name, path)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.running = state["running"]
@@ -349,16 +349,6 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
                                                         out / "predictions.png")
     barrier()
     return result
-
-
-def _load_part(target: Any, part: Any, name: str, path: Path) -> None:
-    """``target.load_state_dict(part)``, a mismatch (another optimizer or schedule) named as such."""
-    try:
-        target.load_state_dict(part)
-    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
-        raise CheckpointError(f"{str(path)!r}: its {name!r} state does not fit this run's {name} ({error}); "
-                              f"resume with the config the run was started with (stored in the checkpoint), "
-                              f"or start a new run without --resume") from error
 
 
 def _print_epoch(history: list[dict], metrics: dict[str, float], epochs: int) -> None:
