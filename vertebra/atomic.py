@@ -33,7 +33,7 @@ from typing import IO, Any
 from .errors import OutputError
 
 __all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S", "output_errors", "ensure_directory",
-           "check_output_folder",
+           "check_output_folder", "temporary_prefix",
            "describe_write_failure"]
 
 PathLike = str | os.PathLike[str]
@@ -67,8 +67,7 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
         directory.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
         # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.{_HOST}-{os.getpid()}.",
-                                        suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(target), suffix=".tmp")
     try:
         with output_errors(target):
             os.chmod(tmp_name, 0o666 & ~_UMASK)
@@ -154,11 +153,17 @@ def describe_write_failure(path: PathLike, error: OSError) -> OutputError:
     return problem
 
 
-def remove_stale_temporaries(path: PathLike) -> list[Path]:
+def temporary_prefix(path: PathLike) -> str:
+    """``.<name>.<host>-<pid>.``: the start of a temporary's name, which records its writer."""
+    return f".{Path(path).name}.{_HOST}-{os.getpid()}."
+
+
+def remove_stale_temporaries(path: PathLike, suffix: str = ".tmp") -> list[Path]:
     """Remove the abandoned temporaries :func:`atomic_open` left next to ``path``; returns those removed.
 
     Only names of ``path``'s own temporaries are considered, and of those only the stale ones
-    (module docstring): a writer that is still running keeps its file.
+    (module docstring): a writer that is still running keeps its file.  ``suffix``: other writers
+    that name their temporaries with :func:`temporary_prefix` (downloads use ``.partial``).
     """
     target = Path(path)
     prefix = f".{target.name}."
@@ -169,7 +174,8 @@ def remove_stale_temporaries(path: PathLike) -> list[Path]:
         return removed
     for entry in entries:
         name = entry.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")) or not _is_stale(name[len(prefix):-4], entry):
+        middle = name[len(prefix):-len(suffix)]
+        if not (name.startswith(prefix) and name.endswith(suffix)) or not _is_stale(middle, entry):
             continue
         with contextlib.suppress(OSError):   # another writer's cleanup got there first, or no permission
             os.unlink(entry.path)

@@ -6,6 +6,7 @@ file for good, and query/fragment text leaked into the file name.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,23 @@ def test_a_file_in_the_old_flat_layout_is_adopted_only_by_its_own_entry(tmp_path
     assert legacy.is_file() and len(downloads) == 1
     load_weights(Tiny(), first)               # its hash: moved into the entry's folder, no download
     assert not legacy.exists() and first.path.is_file() and len(downloads) == 1
+
+
+def test_a_download_killed_halfway_leaves_nothing_for_good(tmp_path, downloads):
+    import subprocess
+    import sys
+
+    from vertebra import atomic
+
+    entry, _ = publish(tmp_path, "eps", seed=5)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    folder = entry.path.parent
+    folder.mkdir(parents=True)
+    orphan = folder / f".{entry.filename}.{atomic._HOST}-{process.pid}.abcd1234.partial"
+    live = folder / f".{entry.filename}.{atomic._HOST}-{os.getpid()}.efgh5678.partial"   # a concurrent download
+    orphan.write_bytes(b"half")
+    live.write_bytes(b"half")
+    load_weights(Tiny(), entry)
+    assert not orphan.exists() and live.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([entry.filename, live.name])

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from ..atomic import remove_stale_temporaries, temporary_prefix
 from ..errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +95,8 @@ def fetch(entry: WeightsEntry, *, download: bool = True, progress: bool = True) 
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise WeightsError(_offline_message(entry, target, f"cannot create the cache directory: {error}")) from error
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    remove_stale_temporaries(target, suffix=".partial")     # a download killed halfway left one behind
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temporary_prefix(target), suffix=".partial")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
