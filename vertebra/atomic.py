@@ -32,9 +32,8 @@ from typing import IO, Any
 
 from .errors import OutputError
 
-__all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S", "output_errors", "ensure_directory",
-           "check_output_folder", "temporary_prefix",
-           "describe_write_failure"]
+__all__ = ["atomic_open", "remove_stale_temporaries", "temporary_prefix", "STALE_AFTER_S", "output_errors",
+           "check_output_folder", "describe_write_failure"]
 
 PathLike = str | os.PathLike[str]
 
@@ -92,22 +91,6 @@ def output_errors(path: PathLike) -> Iterator[None]:
         raise
     except OSError as error:
         raise describe_write_failure(path, error) from error
-
-
-def ensure_directory(path: PathLike, *, probe: bool = False) -> Path:
-    """Create the output folder ``path`` (and its parents); with ``probe``, check a file can be written in it.
-
-    The probe is for work that runs long before its first write (training): a read-only or full
-    output folder should fail before the first epoch, not after it.
-    """
-    folder = Path(path)
-    with output_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        if probe:
-            fd, name = tempfile.mkstemp(dir=folder, prefix=".vertebra-write-check.", suffix=".tmp")
-            os.close(fd)
-            os.unlink(name)
-    return folder
 
 
 def check_output_folder(path: PathLike, *, probe: bool = False) -> Path:
