@@ -19,6 +19,7 @@ other (a writer on another host of a shared file system, a name without a writer
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -29,7 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "remove_stale_temporaries", "STALE_AFTER_S"]
+from .errors import OutputError
+
+__all__ = ["atomic_open", "remove_stale_temporaries", "temporary_prefix", "STALE_AFTER_S", "output_errors",
+           "check_output_folder", "describe_write_failure"]
 
 PathLike = str | os.PathLike[str]
 
@@ -51,24 +55,26 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
 
     If the ``with`` body raises, the temporary file is removed and ``path`` is left untouched,
     so an existing good file is never replaced by a partial one.  ``mode`` must be a write mode
-    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).
+    (``"w"``/``"wb"``); ``kwargs`` go to :func:`open` (e.g. ``encoding="utf-8"``).  A failing
+    write (disk full, read-only, a file where the folder should be) is an :class:`OutputError`.
     """
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes a whole new file; mode must start with 'w', got {mode!r}")
     target = Path(path)
     directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.{_HOST}-{os.getpid()}.",
-                                    suffix=".tmp")
+    with output_errors(target):
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        # mkstemp gives a name nobody else uses, so two writers never clobber each other's temp file.
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(target), suffix=".tmp")
     try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        with output_errors(target):
+            os.chmod(tmp_name, 0o666 & ~_UMASK)
+            with os.fdopen(fd, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -76,11 +82,71 @@ def atomic_open(path: PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[
     _fsync_directory(directory)
 
 
-def remove_stale_temporaries(path: PathLike) -> list[Path]:
+@contextlib.contextmanager
+def output_errors(path: PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into an :class:`OutputError` naming it."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise describe_write_failure(path, error) from error
+
+
+def check_output_folder(path: PathLike, *, probe: bool = False) -> Path:
+    """Refuse an output folder that cannot be created or written, without creating anything.
+
+    The nearest part of ``path`` that exists must be a folder (not a file); with ``probe`` a file
+    is created and removed there, so a read-only or full place fails before hours of work, not
+    after.  Nothing lasting is made: a run whose config is then refused leaves no folder behind.
+    """
+    folder = Path(path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    with output_errors(folder):
+        if existing is not None and not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        if probe and existing is not None:
+            fd, name = tempfile.mkstemp(dir=existing, prefix=".vertebra-write-check.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(name)
+    return folder
+
+
+#: errno -> (what happened, what to do); the rest get the system's own words.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("the disk is full", "free some space, or write to another disk (e.g. --out)"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space, or write to another disk (e.g. --out)"),
+    errno.EROFS: ("the file system is read-only", "write somewhere else (e.g. --out DIR)"),
+    errno.EACCES: ("permission denied", "write to a folder you may write to (e.g. --out DIR)"),
+    errno.EPERM: ("operation not permitted", "write to a folder you may write to (e.g. --out DIR)"),
+    errno.ENOTDIR: ("a file stands where a folder should be", "move that file away or choose another --out"),
+    errno.EEXIST: ("a file stands where a folder should be", "move that file away or choose another --out"),
+    errno.EISDIR: ("a folder stands where the file should be", "move that folder away or choose another --out"),
+}
+
+
+def describe_write_failure(path: PathLike, error: OSError) -> OutputError:
+    """The :class:`OutputError` for ``error`` raised while writing ``path``: what happened and what to do."""
+    what, todo = _WRITE_FAILURES.get(error.errno or 0, (error.strerror or type(error).__name__,
+                                                        "check the path and the disk, or write elsewhere"))
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+    problem = OutputError(f"cannot write {str(path)!r}: {what}{where} [{error.strerror or error}]; {todo}. "
+                          f"Nothing was replaced: an existing file there is unchanged")
+    problem.errno, problem.strerror, problem.filename = error.errno, error.strerror, str(path)
+    return problem
+
+
+def temporary_prefix(path: PathLike) -> str:
+    """``.<name>.<host>-<pid>.``: the start of a temporary's name, which records its writer."""
+    return f".{Path(path).name}.{_HOST}-{os.getpid()}."
+
+
+def remove_stale_temporaries(path: PathLike, suffix: str = ".tmp") -> list[Path]:
     """Remove the abandoned temporaries :func:`atomic_open` left next to ``path``; returns those removed.
 
     Only names of ``path``'s own temporaries are considered, and of those only the stale ones
-    (module docstring): a writer that is still running keeps its file.
+    (module docstring): a writer that is still running keeps its file.  ``suffix``: other writers
+    that name their temporaries with :func:`temporary_prefix` (downloads use ``.partial``).
     """
     target = Path(path)
     prefix = f".{target.name}."
@@ -91,7 +157,8 @@ def remove_stale_temporaries(path: PathLike) -> list[Path]:
         return removed
     for entry in entries:
         name = entry.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")) or not _is_stale(name[len(prefix):-4], entry):
+        middle = name[len(prefix):-len(suffix)]
+        if not (name.startswith(prefix) and name.endswith(suffix)) or not _is_stale(middle, entry):
             continue
         with contextlib.suppress(OSError):   # another writer's cleanup got there first, or no permission
             os.unlink(entry.path)

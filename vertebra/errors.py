@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "ArtifactError",
+    "OutputError",
     "suggest",
 ]
 
@@ -110,3 +111,13 @@ class InputError(VertebraError, ValueError):
 
 class DataError(VertebraError, ValueError):
     """A data set that cannot be read; the message names the file and the record."""
+
+
+class OutputError(VertebraError, OSError):
+    """A file or folder vertebra must write cannot be written: the disk is full, the place is read-only
+    or not ours, or a file stands where a folder should be.  Names the path and what to do; an
+    existing file there is left as it was (writes are atomic).  An ``OSError`` too, with its ``errno``.
+    """
+
+    def __str__(self) -> str:  # OSError would print "[Errno 28] ..." and drop the advice
+        return str(self.args[0]) if self.args else ""

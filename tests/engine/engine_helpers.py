@@ -50,3 +50,17 @@ def write_image_folder(root) -> None:
                 noise = torch.randint(0, 40, (32, 32, 3), generator=generator)
                 pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(folder / f"{index}.png")
+
+
+def training_state(**fields) -> dict:
+    """A minimal but complete training-checkpoint state (every field of checkpoint.SCHEMA), with ``fields`` set."""
+    from vertebra.engine import checkpoint as ckpt
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = {"model": model.state_dict(), "ema": None, "optimizer": optimizer.state_dict(),
+             "scheduler": {"last_epoch": 0}, "scaler": None, "epoch": 1, "step_in_epoch": 0, "global_step": 3,
+             "running": {"loss_sums": {}, "images": 0, "seconds": 0.0}, "rng": [ckpt.capture_rng()],
+             "world_size": 1, "param_checksums": [0.0], "config": {}, "model_config": None, "history": []}
+    state.update(fields)
+    return state

@@ -12,23 +12,26 @@ from torch import nn
 from vertebra.engine import checkpoint as ckpt
 from vertebra.errors import CheckpointError
 
+from engine_helpers import training_state
+
 
 def draws():
     return random.random(), float(np.random.rand()), torch.rand(3).tolist()
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    state = training_state()
     torch.manual_seed(3), random.seed(3), np.random.seed(3)
-    ckpt.save_training_checkpoint(tmp_path / "c.pth", {"rng": ckpt.capture_rng()})
+    ckpt.save_training_checkpoint(tmp_path / "c.pth", {**state, "rng": [ckpt.capture_rng()]})
     expected = draws()
     assert draws() != expected
-    ckpt.restore_rng(ckpt.load_training_checkpoint(tmp_path / "c.pth")["rng"])
+    ckpt.restore_rng(ckpt.load_training_checkpoint(tmp_path / "c.pth")["rng"][0])
     assert draws() == expected
 
 
 def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.pth"
-    ckpt.save_training_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    ckpt.save_training_checkpoint(path, training_state(epoch=1, model={"w": torch.ones(3)}))
     before = path.read_bytes()
     real_save = torch.save
 
@@ -39,7 +42,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
 
     monkeypatch.setattr(ckpt.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_training_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
+        ckpt.save_training_checkpoint(path, training_state(epoch=2, model={"w": torch.zeros(3)}))
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert ckpt.load_training_checkpoint(path)["epoch"] == 1

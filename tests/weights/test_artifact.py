@@ -52,13 +52,23 @@ def test_a_flipped_byte_in_the_tensors_is_refused(tmp_path, model):
         read_artifact(path)
 
 
-def _rewrite_header(path, **changes):
+def test_a_changed_header_is_refused_like_a_changed_tensor(tmp_path, model):
+    path = _save(tmp_path / "model.safetensors", model)
+    _rewrite_header(path, reseal=False, class_names=["dog", "cat"])
+    with pytest.raises(ArtifactError, match="damaged"):
+        read_artifact(path)
+
+
+def _rewrite_header(path, reseal=True, **changes):
+    """Edit the header; ``reseal`` records a matching digest (a well-formed file with odd content)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads(handle.metadata()["vertebra"])
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     header.update(changes)
+    if reseal:
+        header["sha256"] = artifact_module._artifact_digest(header, tensors)
     save_file(tensors, str(path), metadata={"vertebra": json.dumps(header)})
 
 

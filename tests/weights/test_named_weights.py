@@ -104,7 +104,8 @@ def test_table_covers_every_family_and_dense_checkpoint():
 def test_describe_entry_is_plain_data():
     info = describe_entry(get_weights_entry("mobilenet_v3_small.imagenet"))
     assert info["sha256"] == "047dcff4" and info["sha256_is_prefix"] is True
-    assert info["path"].endswith("checkpoints/mobilenet_v3_small-047dcff4.pth")
+    assert re.search(r"checkpoints/mobilenet_v3_small\.imagenet-[0-9a-f]{8}/mobilenet_v3_small-047dcff4\.pth$",
+                     info["path"])
     assert info["metrics"] == {"acc1": 67.668, "acc5": 87.402}
 
 
@@ -117,7 +118,8 @@ def test_cache_dir_honours_vertebra_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert cache_dir() == tmp_path / "user" / ".cache" / "vertebra"
     entry = get_weights_entry("efficientnet_b0.imagenet")
-    assert entry.path == tmp_path / "user" / ".cache" / "vertebra" / "checkpoints" / entry.filename
+    assert entry.path.parent.parent == tmp_path / "user" / ".cache" / "vertebra" / "checkpoints"
+    assert entry.path.name == entry.filename
 
 
 def test_offline_error_names_the_exact_path_and_url(tmp_path, monkeypatch):
@@ -132,7 +134,9 @@ def test_offline_error_names_the_exact_path_and_url(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as info:
         load_weights(model, "mobilenet_v3_small.imagenet")
     message = str(info.value)
-    expected = tmp_path / "home" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
+    expected = entry.path
+    assert expected.parent.parent == tmp_path / "home" / "checkpoints"
+    assert expected.name == "mobilenet_v3_small-047dcff4.pth"
     assert f"place it at '{expected}'" in message
     assert "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth" in message
     assert "Name or service not known" in message

@@ -21,11 +21,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .distributed import shutdown
 
+    def show(metrics: dict) -> None:   # before predictions.png is written: a failed write keeps the numbers
+        if is_main_process():
+            print(metrics_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]),
+                  flush=True)
+
     config = load(args)
     try:
-        metrics = evaluate(config, args.checkpoint, out_dir=args.out, use_ema=not args.no_ema)
+        evaluate(config, args.checkpoint, out_dir=args.out, use_ema=not args.no_ema, on_metrics=show)
     finally:
         shutdown()
-    if is_main_process():
-        print(metrics_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"]))
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -190,9 +191,55 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(f"must be in (0, 1] or null, got {config.bn_momentum}", path="bn_momentum")
     if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
         raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
-    if config.optimizer.lr <= 0:
-        raise ConfigError(f"must be positive, got {config.optimizer.lr}", path="optimizer.lr")
+    for path, check, what in _RANGES:
+        section, _, name = path.rpartition(".")
+        value = getattr(getattr(config, section) if section else config, name)
+        if not check(value):
+            raise ConfigError(f"must be {what}, got {value!r}", path=path)
     return config
+
+
+def _finite(low: float, high: float = math.inf, *, open_low: bool = False, open_high: bool = False,
+            optional: bool = False):
+    """A check that a number is finite and within ``low``..``high`` (``None`` too when ``optional``)."""
+    def check(value: Any) -> bool:
+        if value is None:
+            return optional
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    return check
+
+
+def _numbers(check, length: int | None = None):
+    return lambda values: (isinstance(values, list) and (length is None or len(values) == length)
+                           and all(check(v) for v in values))
+
+
+#: Ranges checked after the types (one table): a value outside fails here with its path, not as a
+#: raw ValueError from torch.optim, numpy or the schedule when the run starts.
+_RANGES = (
+    ("optimizer.lr", _finite(0, open_low=True), "a finite positive number"),
+    ("optimizer.momentum", _finite(0), "a finite number >= 0"),
+    ("optimizer.weight_decay", _finite(0), "a finite number >= 0"),
+    ("optimizer.betas", _numbers(_finite(0, 1, open_high=True), 2), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    ("optimizer.alpha", _finite(0), "a finite number >= 0"),
+    ("optimizer.eps", _finite(0, optional=True), "a finite number >= 0, or null for the optimizer's default"),
+    ("schedule.warmup_epochs", _finite(0), "a finite number of epochs >= 0"),
+    ("schedule.warmup_factor", _finite(0), "a finite number >= 0"),
+    ("schedule.min_lr_ratio", _finite(0, 1), "a number in [0, 1]"),
+    ("schedule.milestones", _numbers(_finite(0)), "a list of epochs >= 0"),
+    ("schedule.gamma", _finite(0, open_low=True), "a finite positive number"),
+    ("clip_grad_norm", _finite(0, open_low=True, optional=True), "a finite positive number, or null"),
+    ("seed", _finite(-(2**63), 2**63, open_high=True), "an integer in [-2**63, 2**63)"),
+    ("eval_batch_size", _finite(1, optional=True), "at least 1, or null for batch_size"),
+    ("max_steps_per_epoch", _finite(1, optional=True), "at least 1, or null"),
+    ("data.size", _finite(1, optional=True), "at least 1, or null for the native size"),
+    ("data.num_workers", _finite(0), "0 or more"),
+    ("data.num_train", _finite(1), "at least 1"),
+    ("data.num_val", _finite(1), "at least 1"),
+    ("data.image_size", _finite(1), "at least 1"),
+)
 
 
 def config_to_dict(config: TrainConfig) -> dict:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import check_output_folder, output_errors
 from ..errors import CheckpointError, ConfigError
 from ..norms import set_batchnorm
 from . import checkpoint as ckpt
@@ -166,11 +167,11 @@ class _Run:
         if self.ema is not None:
             if state.get("ema") is None:
                 raise CheckpointError(f"{str(path)!r} was trained without EMA; resume with ema=null")
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
+            ckpt.load_part(self.ema, state["ema"], "ema", path)
+        for name, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler),
+                             ("scaler", self.scaler if self.scaler.is_enabled() else None)):
+            if target is not None and state.get(name) is not None:
+                ckpt.load_part(target, state[name], name, path)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.running = state["running"]
@@ -191,7 +192,8 @@ class _Run:
     def _record(self, record: dict) -> None:
         self.history.append(record)
         if self.log is not None:
-            self.log.write(record)
+            with output_errors(self.log.path):
+                self.log.write(record)
 
     def train_epoch(self, stop: StopSignal) -> bool:
         """Run the rest of the current epoch; False when a signal stopped it (checkpoint written)."""
@@ -311,6 +313,7 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
         config = parse_config(config)
     out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
     config = dataclasses.replace(config, out=str(out))
+    check_output_folder(out, probe=True)      # a read-only or misplaced --out fails now, not after an epoch
     run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
     if resume:
         run.resume()
@@ -340,7 +343,8 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
                        images_per_s=sum(rates) / len(rates) if rates else 0.0, epochs_done=run.epoch)
     if run.dist.is_main:
         title = f"{config.model.get('head')} on {_backbone_name(config.model)} ({config.task})"
-        result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
+        with output_errors(out / "curves.png"):
+            result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
         result.files["predictions"] = draw_predictions(run.task, run.eval_model(), run.bundle, config,
                                                         out / "predictions.png")
     barrier()

@@ -104,7 +104,7 @@ def vertebra_register_weights(register: RegisterWeights) -> None:
     bare backbone.  A checkpoint of a non-default backbone says so in ``backbone_kwargs``
     (``{"width_mult": 0.75}``): a model whose backbone was built with other values is refused before
     downloading, and users build with ``backbone={"name": "my_net", "width_mult": 0.75}``.  The file
-    is cached as ``$VERTEBRA_HOME/checkpoints/<file name>``, so give it a distinctive name
-    (torchvision's convention puts the hash prefix in it).  An invalid entry raises while it is
+    is cached as ``$VERTEBRA_HOME/checkpoints/<entry name>-<url hash>/<file name>``: one folder per
+    entry, so a generic file name (``model.safetensors``) is fine.  An invalid entry raises while it is
     constructed, which fails your plugin in isolation like any hook error.
     """

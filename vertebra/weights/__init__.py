@@ -10,6 +10,8 @@ load leaves the model unchanged.  The pieces, one idea each:
 - :mod:`~vertebra.weights.names`: looking entries up (the registry answers; see that module);
 - :mod:`~vertebra.weights.cache`: ``$VERTEBRA_HOME``, the hash check, downloads, offline errors;
 - :mod:`~vertebra.weights.files`: reading a weights file safely (``weights_only=True``);
+- :mod:`~vertebra.weights.digest`: the content digest every checkpoint and artifact vertebra
+  writes is sealed with, and every read checks;
 - :mod:`~vertebra.weights.keys`: :class:`KeyMap` and the one key/shape fit check;
 - :mod:`~vertebra.weights.loader`: :func:`load_weights` and its :class:`LoadReport`;
 - :mod:`~vertebra.weights.artifact`: the model artifact (weights + config + class names +

@@ -8,8 +8,9 @@ so an artifact carries them all:
 - the model config (``model.config``: ``registry.build_from_config`` rebuilds the architecture),
 - the task and the class names (index ``i`` of the outputs is ``class_names[i]``),
 - the :class:`Preprocessing` of the evaluation transform,
-- the tensors of the state dict, and a SHA-256 over them, checked on every read (a flipped byte
-  in the file is refused instead of loading as a slightly different model),
+- the tensors of the state dict, and a SHA-256 over them and the rest of the header
+  (:mod:`vertebra.weights.digest`, the digest training checkpoints carry too), checked on every
+  read (a flipped byte in the file is refused instead of loading as a slightly different model),
 - free-form ``metadata`` (where it came from, metrics) for people, never interpreted.
 
 The file is safetensors: raw tensors plus a string header (here JSON), so reading it runs no code,
@@ -19,7 +20,6 @@ understand, naming both versions, rather than misread it.  Writes are atomic.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_open
 from ..errors import ArtifactError, ConfigError
 from ..validation import check_choice, check_positive_int
+from .digest import content_digest
 
 __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "TASKS", "RESIZE_MODES", "Preprocessing", "Artifact",
            "save_artifact", "read_artifact", "tensor_digest"]
@@ -108,13 +109,17 @@ class Artifact:
 
 
 def tensor_digest(state: Mapping[str, Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    """SHA-256 over every tensor's name, dtype, shape and bytes (:func:`~vertebra.weights.digest.content_digest`)."""
+    return content_digest(dict(state))
+
+
+def _artifact_digest(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> str:
+    """The digest an artifact records: its header (less the digest itself) and its tensors.
+
+    The header is covered too, so a damaged class name or normalisation is refused like a damaged tensor.
+    """
+    body = {key: value for key, value in header.items() if key != "sha256"}
+    return content_digest({"header": body, "tensors": dict(tensors)})
 
 
 def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, task: str,
@@ -140,7 +145,9 @@ def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, ta
     tensors = {name: value.detach().cpu().clone().contiguous() for name, value in state.items()}
     header = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "task": task, "config": dict(config),
               "class_names": names, "preprocessing": preprocessing.to_dict(),
-              "metadata": dict(metadata or {}), "sha256": tensor_digest(tensors)}
+              "metadata": dict(metadata or {})}
+    header = json.loads(json.dumps(header))     # the digest covers what a reader gets back from JSON
+    header["sha256"] = _artifact_digest(header, tensors)
     blob = save(tensors, metadata={"vertebra": json.dumps(header)})
     target = Path(path)
     with atomic_open(target, "wb") as handle:
@@ -163,9 +170,9 @@ def read_artifact(path: PathLike) -> Artifact:
         raise ArtifactError(f"{str(file)!r} is artifact format version {version!r}, this vertebra reads version "
                             f"{ARTIFACT_VERSION}; " + ("upgrade vertebra" if newer else
                                                        "re-export it with this vertebra from its checkpoint"))
-    if tensor_digest(tensors) != header.get("sha256"):
-        raise ArtifactError(f"{str(file)!r} is damaged: its tensors do not match the SHA-256 recorded when it "
-                            "was written; copy it again from the original")
+    if _artifact_digest(header, tensors) != header.get("sha256"):
+        raise ArtifactError(f"{str(file)!r} is damaged: its tensors or header do not match the SHA-256 recorded "
+                            "when it was written; copy it again from the original")
     try:
         return Artifact(task=check_choice(header["task"], TASKS, "task"), config=dict(header["config"]),
                         class_names=tuple(str(n) for n in header["class_names"]),

@@ -1,33 +1,56 @@
 """The local cache of named checkpoints: where a file lives, how it is verified, how it arrives.
 
-Resolution is offline-first: ``$VERTEBRA_HOME/checkpoints/<file name>`` (default
-``~/.cache/vertebra``) is used when present; otherwise the file is downloaded to a temporary file
+Resolution is offline-first: ``$VERTEBRA_HOME/checkpoints/<entry name>-<url hash>/<file name>``
+(default ``~/.cache/vertebra``; :func:`cache_path`) is used when present; otherwise the file is downloaded to a temporary file
 next to it and renamed into place only after its hash matches, so the cache never holds a partial
 or wrong file.  Without a network (or with ``VERTEBRA_OFFLINE=1``) the error names the exact path
 to copy the file to, and the URL to fetch it from elsewhere.  The hash is checked before anything
 reads the file.
+
+The cache is keyed per entry, not by the URL's file name: two entries whose URLs both end in
+``model.safetensors`` would otherwise share one file, and each would find the other's there
+forever (deleting it, as the hash error says, only moves the failure to the other entry).  The
+key also holds a hash of the URL, so an entry that moves to a new file gets a fresh place.  The
+file name is the URL path's last part, without query or fragment and reduced to safe characters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
+from ..atomic import remove_stale_temporaries, temporary_prefix
 from ..errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .entry import WeightsEntry
 
-__all__ = ["cache_dir", "sha256_of", "verify_sha256", "resolve", "fetch"]
+__all__ = ["cache_dir", "cache_path", "url_file_name", "sha256_of", "verify_sha256", "resolve", "fetch"]
 
 
 def cache_dir() -> Path:
     """``$VERTEBRA_HOME`` if set, else ``~/.cache/vertebra``; read on every call so tests can redirect it."""
     home = os.environ.get("VERTEBRA_HOME")
     return Path(home).expanduser() if home else Path.home() / ".cache" / "vertebra"
+
+
+def url_file_name(url: str) -> str:
+    """The file name a URL names: its path's last part, no query or fragment, only safe characters."""
+    name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return name if name.strip(".") else "weights"
+
+
+def cache_path(entry: WeightsEntry) -> Path:
+    """Where ``entry``'s file is (or must be placed): ``<cache_dir()>/checkpoints/<name>-<url hash>/<file name>``."""
+    without_fragment = urlsplit(entry.url)._replace(fragment="").geturl()
+    key = f"{entry.name}-{hashlib.sha256(without_fragment.encode()).hexdigest()[:8]}"
+    return cache_dir() / "checkpoints" / key / url_file_name(entry.url)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -63,6 +86,7 @@ def resolve(entry: WeightsEntry, *, download: bool = True, progress: bool = True
 def fetch(entry: WeightsEntry, *, download: bool = True, progress: bool = True) -> tuple[Path, str]:
     """Like :func:`resolve`, also returning the file's verified SHA-256 (hashed exactly once)."""
     target = entry.path
+    _adopt_legacy(entry, target)
     if target.is_file():
         return target, verify_sha256(target, entry.sha256, what=f"cached weights for {entry.name!r}")
     if not download or os.environ.get("VERTEBRA_OFFLINE", "") not in ("", "0"):
@@ -71,7 +95,8 @@ def fetch(entry: WeightsEntry, *, download: bool = True, progress: bool = True) 
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise WeightsError(_offline_message(entry, target, f"cannot create the cache directory: {error}")) from error
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    remove_stale_temporaries(target, suffix=".partial")     # a download killed halfway left one behind
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temporary_prefix(target), suffix=".partial")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -86,6 +111,22 @@ def fetch(entry: WeightsEntry, *, download: bool = True, progress: bool = True) 
         if tmp.exists():
             tmp.unlink()
     return target, digest
+
+
+def _adopt_legacy(entry: WeightsEntry, target: Path) -> None:
+    """Move a file from the old flat layout (``checkpoints/<URL file name>``) into place, if it is this entry's.
+
+    Only a file with this entry's hash moves: under the old layout another entry may own it.
+    """
+    legacy = cache_dir() / "checkpoints" / entry.url.rstrip("/").rsplit("/", 1)[-1]
+    if target.exists() or not legacy.is_file():
+        return
+    try:
+        if sha256_of(legacy).startswith(entry.sha256.lower()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(legacy, target)
+    except OSError:  # unreadable or read-only: resolve as if it were not there
+        pass
 
 
 def _download_url(url: str, destination: str, progress: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .cache import cache_dir
+from .cache import cache_path, url_file_name
 
 __all__ = ["WeightsEntry", "describe_entry"]
 
@@ -98,7 +98,8 @@ class WeightsEntry:
 
     @property
     def filename(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
+        """The URL's file name, without query or fragment (the name the cached file gets)."""
+        return url_file_name(self.url)
 
     @property
     def sha256_is_prefix(self) -> bool:
@@ -106,8 +107,8 @@ class WeightsEntry:
 
     @property
     def path(self) -> Path:
-        """Where the file is (or must be placed) in the cache: ``<cache_dir()>/checkpoints/<filename>``."""
-        return cache_dir() / "checkpoints" / self.filename
+        """Where the file is (or must be placed) in the cache: :func:`~vertebra.weights.cache.cache_path`."""
+        return cache_path(self)
 
 
 def _names_a_file(url: str) -> bool:

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import WeightsError
+from ..errors import CheckpointError, WeightsError
 from .cache import verify_sha256
+from .digest import is_sealed_format, verify_sealed
 
 __all__ = ["read_state_dict", "unwrap_state_dict", "describe_load_failure", "CONTAINER_KEYS"]
 
@@ -41,16 +42,37 @@ def read_state_dict(path: str | os.PathLike[str], *, sha256: str | None = None) 
         raise WeightsError(f"weights file {str(file)!r} does not exist (or is not a file)")
     if sha256:
         verify_sha256(file, sha256, what="weights file")
+    if file.suffix == ".safetensors" and _is_artifact(file):
+        from .artifact import read_artifact   # verifies the artifact's digest; ArtifactError names the file
+
+        return read_artifact(file).state_dict
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(file), device="cpu")
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # RuntimeError (zip), UnpicklingError, EOFError, SafetensorError ...
         raise WeightsError(describe_load_failure(file, error, what="weights file",
                                                  remedy="delete it and download or export it again",
                                                  allow="torch.serialization.add_safe_globals([...])")) from error
+    if is_sealed_format(state):   # a training checkpoint vertebra wrote: its digest must hold
+        problem = verify_sealed(state)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {str(file)!r} is damaged: {problem}; nothing was loaded. "
+                                  f"Copy it again from where it was written, or use an earlier checkpoint")
+    return state
+
+
+def _is_artifact(file: Path) -> bool:
+    """Whether a safetensors file carries vertebra's artifact header (then its digest is checked)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            return "vertebra" in (handle.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable: the plain read below reports it
+        return False
 
 
 def unwrap_state_dict(state: Any, label: str) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -88,19 +110,43 @@ def describe_load_failure(path: Path, error: BaseException, *, what: str, remedy
     """Say what is wrong with the file and what to do, keeping torch's reason for the curious.
 
     ``what`` names the kind of file ("weights file"), ``remedy`` what to do about a damaged one,
-    ``allow`` how to admit a class the file references once the user trusts it.
+    ``allow`` how to admit a class the file references once the user trusts it (``[...]`` in it
+    is replaced by the class).  torch's weights-only unpickler words each refusal differently
+    (:data:`_REFUSALS`); a refused reference is named, never reported as a corrupt file.
     """
-    text = str(error)
-    blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if blocked:
-        return (f"{what} {str(path)!r} holds a reference to {blocked.group(1)}, which is not unpickled under "
-                f"weights_only=True; save only tensors and plain containers, or, if you trust the file, "
-                f"allow the class with {allow}")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    for pattern, explain in _REFUSALS:
+        found = re.search(pattern, text)
+        if found:
+            return f"{what} {str(path)!r} " + explain(found.group(1), allow)
     unpickler = re.search(r"WeightsUnpickler error: \s*([^\n]+)", text)
     reason = unpickler.group(1).strip() if unpickler else (_first_sentence(text) or type(error).__name__)
+    if reason.startswith("Unsupported operand"):   # garbage bytes, or a pickle torch.save did not write
+        reason += ", a pickle instruction torch.save does not write (pickle.dump with protocol 4 does)"
     size = path.stat().st_size if path.exists() else 0
     return (f"{what} {str(path)!r} ({size} bytes) is truncated or corrupt, or not a PyTorch file "
             f"({type(error).__name__}: {reason}); {remedy}")
+
+
+def _not_allowed(name: str, allow: str) -> str:
+    return (f"holds a reference to {name}, which is not unpickled under weights_only=True (unpickling it could "
+            f"run code); save only tensors and plain containers, or, if you trust the file, allow it with "
+            f"{allow.replace('[...]', f'[{name}]')}")
+
+
+def _blocked(name: str, allow: str) -> str:
+    return (f"holds a reference to {name}, from a module torch never unpickles (it runs commands or code): the "
+            f"file is not plain data and may be malicious; do not load it, and re-save the weights with "
+            f"torch.save(model.state_dict(), ...) if you wrote it")
+
+
+#: torch's weights-only refusals (torch 2.x wording) -> what to say; group 1 is the refused thing.
+_REFUSALS = (
+    (r"Unsupported global: GLOBAL ([\w.<>]+)", _not_allowed),
+    (r"Trying to load unsupported GLOBAL ([\w.<>]+) whose module", _blocked),
+    (r"Trying to call reduce for unrecognized function (\S+)", _not_allowed),
+    (r"Can only (?:create new object|build)[^\n]*but got <class '([\w.<>]+)'>", _not_allowed),
+)
 
 
 def _first_sentence(text: str) -> str:
