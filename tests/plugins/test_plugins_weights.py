@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vertebra import cli, registry
-from vertebra.weights.cache import sha256_of
+from vertebra.weights.cache import cache_path, sha256_of
 from vertebra.errors import ConfigError, PluginError, UnknownNameError, WeightsError
 from vertebra.plugins import PluginWarning, WeightsEntry
 from vertebra.weights import get_weights_entry, load_weights, named_weights
@@ -75,7 +75,9 @@ def test_plugin_weights_load_by_name_through_the_cache(make_plugin, home, publis
     assert json.loads(capsys.readouterr().out)["weights"] == list(registry.describe(BACKBONE).weights)
 
     loaded = registry.build_backbone(BACKBONE, weights="mobilenet_v3_small.synthetic").eval()
-    assert (home / "checkpoints" / file.name).read_bytes() == file.read_bytes()  # fetched into the cache
+    cached = cache_path(get_weights_entry("pubs:mobilenet_v3_small.synthetic"))
+    assert cached.is_relative_to(home / "checkpoints") and cached.name == file.name
+    assert cached.read_bytes() == file.read_bytes()  # fetched into the cache
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for ours, theirs in zip(loaded(x).values(), source(x).values()):
