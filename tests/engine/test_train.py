@@ -145,3 +145,18 @@ def test_the_artifact_holds_the_ema_weights_when_the_run_averages(tmp_path):
     assert all(torch.equal(value, ema[f"module.{name}"]) for name, value in artifact.state_dict.items())
     trained = result.model.state_dict()      # the raw weights differ from their average
     assert not all(torch.equal(artifact.state_dict[k], trained[k]) for k in trained)
+
+
+def test_a_failing_evaluation_keeps_the_trained_epoch(tmp_path, monkeypatch):
+    """Evaluation runs after the epoch's training; if it raises, the epoch is saved before the error."""
+    from vertebra.engine import loop
+    from vertebra.engine import checkpoint as ckpt
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a metric's bug")
+
+    monkeypatch.setattr(loop, "run_evaluation", broken)
+    with pytest.raises(RuntimeError, match="a metric's bug"):
+        train(tiny("semantic"), out_dir=tmp_path / "run", progress=False)
+    state = ckpt.load_training_checkpoint(tmp_path / "run" / "last.pth")
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0

@@ -295,6 +295,17 @@ class _Run:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def evaluate_epoch(self) -> dict[str, float]:
+        """Evaluate the epoch just trained and log it; a failing evaluation (bad data, a metric's bug,
+        Ctrl-C) first saves the trained epoch, so ``--resume`` never repeats it."""
+        try:
+            metrics = self.evaluate()
+        except BaseException:
+            self.save()
+            raise
+        self._record({"kind": "eval", "epoch": self.epoch, **metrics})
+        return metrics
+
     def evaluate(self) -> dict[str, float]:
         sync_buffers(self.model)
         if self.ema is not None:
@@ -328,8 +339,7 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
             last = run.epoch == config.epochs
             metrics = {}
             if last or run.epoch % config.eval_every == 0:
-                metrics = run.evaluate()
-                run._record({"kind": "eval", "epoch": run.epoch, **metrics})
+                metrics = run.evaluate_epoch()
             run.save()
             if progress and run.dist.is_main:
                 _print_epoch(run.history, metrics, config.epochs)
