@@ -132,3 +132,13 @@ def test_eval_into_a_file_fails_before_evaluating(run, tmp_path, capsys):
                  "--out", str(tmp_path / "ev")])
     captured = capsys.readouterr()
     assert code == 2 and "a file stands where a folder" in captured.err and "mIoU" not in captured.out
+
+
+def test_eval_whose_data_cannot_be_generated_is_one_line(run, tmp_path, monkeypatch, capsys):
+    """The shapes data is generated into --out; a read-only or full disk there is an OutputError, not a traceback."""
+    monkeypatch.setattr(Image.Image, "save", failing(errno.EROFS))
+    code = main(["eval", str(run / "config.yaml"), "--checkpoint", str(run / "last.pth"),
+                 "--out", str(tmp_path / "ev")])
+    captured = capsys.readouterr()
+    assert code == 2 and "read-only" in captured.err and "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import output_errors
 from ..errors import CheckpointError, ConfigError, VertebraError
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse_config
@@ -86,14 +87,16 @@ def prepare_run(config: TrainConfig | dict, out_dir: str | Path, *,
     spec = task_spec(config.task)
     state = read_checkpoint(Path(checkpoint)) if checkpoint is not None else None
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     dist = init_from_env(resolve_device(config.device).type)
     device = resolve_device(config.device, dist.local_rank)
     seed_everything(config.seed)
     if dist.is_main:
-        spec.prepare_data(config.data, out_dir)
+        with output_errors(out_dir):     # it writes the generated data set (shapes) into out_dir
+            spec.prepare_data(config.data, out_dir)
     barrier()
     bundle = spec.build_data(config.data, out_dir)
     task = spec.make(bundle, device, config.channels_last)
