@@ -112,8 +112,9 @@ class ExportableDetector(nn.Module):
                     levels, [tuple(batch.shape[-2:])], pooler.canonical_scale, pooler.canonical_level)
 
     def _padded(self, height: int, width: int) -> tuple[int, int]:
+        # (n + step - 1) // step, not -(-n // step): ONNX's integer Div truncates toward zero.
         step = self.model.transform.size_divisible
-        return -(-height // step) * step, -(-width // step) * step
+        return (height + step - 1) // step * step, (width + step - 1) // step * step
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
@@ -136,7 +137,10 @@ class ExportableDetector(nn.Module):
         height, width = x.shape[-2:]
         # Python's float64 arithmetic, as the eager transform (min() of two quotients, then int()).
         shape = torch.stack([torch.scalar_tensor(height), torch.scalar_tensor(width)]).to(torch.float64)
-        scale = torch.min(float(transform.min_size[-1]) / shape.min(), float(transform.max_size) / shape.max())
+        # A tensor over a tensor: ``float / tensor`` decomposes to reciprocal-then-multiply, which
+        # rounds differently (and OpenVINO mis-sizes the resize on it).
+        limits = torch.tensor([float(transform.min_size[-1]), float(transform.max_size)], dtype=torch.float64)
+        scale = torch.min(limits[0] / shape.min(), limits[1] / shape.max())
         resized = torch.floor(shape * scale).long()
         out_h, out_w = resized[0].item(), resized[1].item()
         torch._check(out_h >= 1)
