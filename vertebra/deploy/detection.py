@@ -138,16 +138,21 @@ class ExportableDetector(nn.Module):
         # Python's float64 arithmetic, as the eager transform (min() of two quotients, then int()).
         shape = torch.stack([torch.scalar_tensor(height), torch.scalar_tensor(width)]).to(torch.float64)
         # A tensor over a tensor: ``float / tensor`` decomposes to reciprocal-then-multiply, which
-        # rounds differently (and OpenVINO mis-sizes the resize on it).
-        limits = torch.tensor([float(transform.min_size[-1]), float(transform.max_size)], dtype=torch.float64)
-        scale = torch.min(limits[0] / shape.min(), limits[1] / shape.max())
+        # rounds differently; the numerators are built at run time (``full_like``) because OpenVINO
+        # misreads float64 scalar initializers and mis-sizes the resize.
+        low = torch.full_like(shape[:1], float(transform.min_size[-1])) / shape.min()
+        high = torch.full_like(shape[:1], float(transform.max_size)) / shape.max()
+        scale = torch.minimum(low, high)
         resized = torch.floor(shape * scale).long()
         out_h, out_w = resized[0].item(), resized[1].item()
         torch._check(out_h >= 1)
         torch._check(out_w >= 1)
         x = F.interpolate(x[None], size=(out_h, out_w), mode="bilinear", align_corners=False)
         pad_h, pad_w = self._padded(out_h, out_w)
-        return F.pad(x, (0, pad_w - out_w, 0, pad_h - out_h)), (out_h, out_w)
+        # Zeros concatenated rather than F.pad: OpenVINO's ONNX Pad with computed pads misplaces the image.
+        x = torch.cat([x, x.new_zeros((1, x.shape[1], out_h, pad_w - out_w))], dim=3)
+        x = torch.cat([x, x.new_zeros((1, x.shape[1], pad_h - out_h, pad_w))], dim=2)
+        return x, (out_h, out_w)
 
     def _proposals(self, images: ImageList, features: dict[str, Tensor]) -> Tensor:
         """``RegionProposalNetwork.forward`` + ``filter_proposals`` for one image."""
