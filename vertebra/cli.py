@@ -39,6 +39,8 @@ COMMANDS: dict[str, Command] = {
     "data": Command("vertebra.data._cli", "data set tools ('vertebra data shapes' writes the built-in set)"),
     "train": Command("vertebra.engine._cli_train", "train a model from a YAML config"),
     "eval": Command("vertebra.engine._cli_eval", "evaluate a checkpoint on a config's validation data"),
+    "export": Command("vertebra.deploy._cli_export",
+                      "export a model artifact to ONNX, OpenVINO or pt2 (detectors included), with a JSON sidecar"),
     "quickstart": Command("vertebra.engine._quickstart",
                           "generate data, then train and evaluate a small detector and segmenter"),
     "bench": Command("vertebra.cli:BenchFromCheckout",
