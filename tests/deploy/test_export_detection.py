@@ -61,7 +61,7 @@ def test_exported_detector_matches_eager_for_0_1_and_many(head, tmp_path):
         counts.add(min(len(expected["boxes"]), 3))
         for fmt, runner in run.items():
             assert_same_detections(expected, runner(image[None]), f"{head} {fmt} {tuple(image.shape[1:])}")
-    assert counts == {0, 1, 3}
+    assert {0, 1, 3} <= counts  # zero, one and several detections were compared
 
 
 @pytest.mark.slow

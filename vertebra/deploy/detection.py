@@ -13,6 +13,8 @@ with those decisions restated as tensor ops:
   does in Python floats, and the size becomes an unbacked integer (``.item()`` plus
   ``torch._check``): one export serves every input size with no guards on it, and the rounding
   equals eager's (a float32 scale lands one pixel short for many sizes);
+* NMS: torchvision's fake kernel claims at least two boxes survive (so 0 or 1 detection failed a
+  run-time assert); :func:`fix_nms_fake` registers one that allows any count;
 * NMS: the coordinate trick without the size branch (its vanilla loop gives the same keep set) and
   without the empty-input early return (an empty input gives an empty keep on its own);
 * RoI pooling: the pooler's per-level scales are fixed at wrap time (they are the levels' strides,
@@ -49,6 +51,30 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 def is_detector(model: nn.Module) -> bool:
     """Whether ``model`` is a torchvision Faster R-CNN (Mask R-CNN included)."""
     return isinstance(model, FasterRCNN)
+
+
+_NMS_FAKE_FIXED = False
+
+
+def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's fake (meta) ``nms`` kernel with a size that may be 0 or 1.
+
+    torchvision's own calls the deprecated ``create_unbacked_symint()``, whose default minimum is 2:
+    the exported program then asserts at run time that NMS kept at least two boxes, and an image
+    with zero or one detection fails (torch.export) where eager returns it.
+    """
+    torch._check(dets.dim() == 2 and dets.size(1) == 4, lambda: "boxes should be [N, 4]")
+    torch._check(scores.dim() == 1 and dets.size(0) == scores.size(0), lambda: "scores should be [N]")
+    kept = torch.library.get_ctx().new_dynamic_size(min=0)
+    return dets.new_empty(kept, dtype=torch.long)
+
+
+def fix_nms_fake() -> None:
+    """Register :func:`_nms_fake` for ``torchvision::nms`` (once per process; eager NMS is untouched)."""
+    global _NMS_FAKE_FIXED
+    if not _NMS_FAKE_FIXED:
+        torch.library.register_fake("torchvision::nms", _nms_fake, allow_override=True)
+        _NMS_FAKE_FIXED = True
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -94,6 +120,7 @@ class ExportableDetector(nn.Module):
         if model.transform.fixed_size is not None or len(model.transform.min_size) != 1:
             raise ExportError("the detector's transform must have one min_size and no fixed_size to export "
                               f"(got min_size={model.transform.min_size}, fixed_size={model.transform.fixed_size})")
+        fix_nms_fake()
         self.model = model.eval()
         self.has_masks = isinstance(model, MaskRCNN) and model.roi_heads.has_mask()
         self._fix_pooler_scales(example_size)
@@ -182,7 +209,8 @@ class ExportableDetector(nn.Module):
         pooled = pool(heads.box_roi_pool, features, proposals)
         class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
         num_classes = class_logits.shape[-1]
-        boxes = heads.box_coder.decode(box_regression, [proposals])
+        # decode() branches on the box count; decode_single() is the same arithmetic without it.
+        boxes = heads.box_coder.decode_single(box_regression, proposals).reshape(-1, num_classes, 4)
         boxes = box_ops.clip_boxes_to_image(boxes, size)[:, 1:].reshape(-1, 4)
         scores = F.softmax(class_logits, -1)[:, 1:].reshape(-1)
         labels = torch.arange(num_classes).view(1, -1).expand(class_logits.shape[0], num_classes)[:, 1:].reshape(-1)
