@@ -21,7 +21,6 @@ calibrated BatchNorm statistics (see ``_steps.calibrate_batchnorm``) before anyt
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,14 +59,25 @@ def _build(head: str, backbone: str, size: int):
     return registry.build(head, backbone=backbone, num_classes=21 if head == "lraspp" else 1000)
 
 
-def _openvino_direct(model, images, detector: bool, folder: Path):
+_MODELS: dict = {}
+
+
+def _model(head: str, backbone: str, size: int, detector: bool):
+    """One calibrated model per (head, backbone, size) for both batch cases: the same weights, so the
+    same fingerprint, so one export serves every reference and both batches."""
+    key = (head, backbone, size)
+    if key not in _MODELS:
+        torch.manual_seed(0)
+        images, _ = make_inputs("classification", 2, size, type("V", (), {"device": "cpu"}), num_classes=2)
+        _MODELS[key] = calibrate_batchnorm(_build(head, backbone, size), list(images) if detector else images)
+    return _MODELS[key]
+
+
+def _openvino_direct(model, images, detector: bool, onnx_file: Path):
     import openvino
 
     core = openvino.Core()
-    if detector:
-        from vertebra.deploy.export import export_model
-
-        onnx_file = export_model(model, "onnx", folder / "direct.onnx", example_size=tuple(images.shape[-2:]))
+    if detector:  # torchvision's detector does not convert; ours does, from its ONNX file
         compiled = core.compile_model(openvino.convert_model(str(onnx_file)), "CPU", _F32)
         request = compiled.create_infer_request()
         return lambda: [request.infer({0: image[None].numpy()}) for image in images]
@@ -78,13 +88,10 @@ def _openvino_direct(model, images, detector: bool, folder: Path):
     return lambda: request.infer({0: array})
 
 
-def _onnxruntime(model, images, detector: bool, folder: Path):
+def _onnxruntime(images, detector: bool, onnx_file: Path):
     import onnxruntime
 
-    from vertebra.deploy.export import export_model
-
-    path = export_model(model, "onnx", folder / "model.onnx", example_size=tuple(images.shape[-2:]))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     if detector:
         return lambda: [session.run(None, {name: image[None].numpy()}) for image in images]
@@ -101,30 +108,29 @@ def _eager_step(model, images, detector: bool):
     return step
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("deploy-bench")
+
+
 @pytest.mark.parametrize("which", BATCHES, ids=[f"batch{b}" for b in BATCHES])
 @pytest.mark.parametrize(("head", "backbone"), CASES)
-def test_deploy_inference(benchmark, settings, head, backbone, which):
+def test_deploy_inference(benchmark, settings, workdir, head, backbone, which):
     from vertebra.deploy.runtimes import make_runner
 
     batch, size = _batch(settings, which), settings.size
     detector = head == "fasterrcnn_fpn"
     benchmark.group = f"deploy {head} batch {which} [cpu-fp32]"
     images, _ = make_inputs("classification", batch, size, type("V", (), {"device": "cpu"}), num_classes=2)
-    model = calibrate_batchnorm(_build(head, backbone, size), list(images) if detector else images)
+    model = _model(head, backbone, size, detector)
     benchmark.extra_info.update(head=head, backbone=backbone, batch=batch, size=size, variant="cpu-fp32")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        fast = vertebra.optimize(model)
-        references = {
-            "openvino": _openvino_direct(model, images, detector, folder),
-            "onnxruntime": _onnxruntime(model, images, detector, folder),
-            "vertebra_openvino": _runner_step(make_runner(model, "openvino", folder / "runner",
-                                                          example_size=(size, size)), images),
-            "torch_eager": _eager_step(model, images, detector),
-        }
-        side_by_side(benchmark, _eager_step(fast, images, detector), references, rounds=settings.head_rounds,
-                     warmup=settings.warmup + 2, images=batch)
-
-
-def _runner_step(runner, images):
-    return lambda: runner(images)
+    runner = make_runner(model, "openvino", workdir, example_size=(size, size))
+    onnx_file = runner.path.with_suffix(".onnx")  # make_runner keeps the ONNX file it converted
+    references = {
+        "openvino": _openvino_direct(model, images, detector, onnx_file),
+        "onnxruntime": _onnxruntime(images, detector, onnx_file),
+        "vertebra_openvino": lambda: runner(images),
+        "torch_eager": _eager_step(model, images, detector),
+    }
+    side_by_side(benchmark, _eager_step(vertebra.optimize(model), images, detector), references,
+                 rounds=settings.head_rounds, warmup=settings.warmup + 2, images=batch)
