@@ -245,7 +245,6 @@ def paste_masks(masks: Tensor, boxes: Tensor, size: tuple[int, int], padding: in
     height, width = size
     masks, scale = expand_masks(masks, padding=padding)
     boxes = expand_boxes(boxes, scale).to(dtype=torch.int32)
-    side = masks.shape[-1]
     x0, y0 = boxes[:, 0:1].to(torch.float32), boxes[:, 1:2].to(torch.float32)
     box_w = torch.clamp(boxes[:, 2:3] - boxes[:, 0:1] + 1, min=1).to(torch.float32)
     box_h = torch.clamp(boxes[:, 3:4] - boxes[:, 1:2] + 1, min=1).to(torch.float32)
@@ -258,5 +257,4 @@ def paste_masks(masks: Tensor, boxes: Tensor, size: tuple[int, int], padding: in
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [K, H, W, 2]
     pasted = F.grid_sample(masks, grid, mode="bilinear", padding_mode="border", align_corners=False)
     inside = ((xs >= 0) & (xs < box_w))[:, None, :] & ((ys >= 0) & (ys < box_h))[:, :, None]
-    del side
     return pasted * inside[:, None].to(pasted.dtype)
