@@ -28,6 +28,7 @@ import torch
 
 from _harness import side_by_side
 from _steps import calibrate_batchnorm, make_inputs
+from conftest import CPU
 
 import vertebra
 from vertebra import registry
@@ -68,7 +69,7 @@ def _model(head: str, backbone: str, size: int, detector: bool):
     key = (head, backbone, size)
     if key not in _MODELS:
         torch.manual_seed(0)
-        images, _ = make_inputs("classification", 2, size, type("V", (), {"device": "cpu"}), num_classes=2)
+        images, _ = make_inputs("classification", 2, size, CPU, num_classes=2)
         _MODELS[key] = calibrate_batchnorm(_build(head, backbone, size), list(images) if detector else images)
     return _MODELS[key]
 
@@ -121,7 +122,7 @@ def test_deploy_inference(benchmark, settings, workdir, head, backbone, which):
     batch, size = _batch(settings, which), settings.size
     detector = head == "fasterrcnn_fpn"
     benchmark.group = f"deploy {head} batch {which} [cpu-fp32]"
-    images, _ = make_inputs("classification", batch, size, type("V", (), {"device": "cpu"}), num_classes=2)
+    images, _ = make_inputs("classification", batch, size, CPU, num_classes=2)
     model = _model(head, backbone, size, detector)
     benchmark.extra_info.update(head=head, backbone=backbone, batch=batch, size=size, variant="cpu-fp32")
     runner = make_runner(model, "openvino", workdir, example_size=(size, size))

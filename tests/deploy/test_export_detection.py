@@ -17,6 +17,7 @@ from vertebra.deploy.detection import ExportableDetector, paste_masks
 from vertebra.errors import ExportError
 
 SIZES = [(64, 80), (96, 72)]
+SCORE_GAINS = (300.0, 3000.0, 30.0, 3.0, 30000.0)
 
 
 def _images():
@@ -24,18 +25,30 @@ def _images():
     return [torch.rand(3, *size, generator=generator) * (i + 1) / 4 for size in SIZES for i in range(4)]
 
 
-def _detector(head: str, backbone: str):
+def _detector(head: str, backbone: str, *, counts: bool = True):
+    """A detector whose score threshold gives 0, 1 and several detections on _images(); with
+    ``counts=False`` a family where no gain spreads the scores enough keeps threshold 0 (many)."""
     torch.manual_seed(0)
     model = registry.build(head, backbone=backbone, num_classes=3, min_size=64, max_size=96,
                            box_score_thresh=0.0, rpn_post_nms_top_n_test=100).eval()
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.weight.mul_(300.0)
-        scores = [model([image])[0]["scores"] for image in _images()]
-    model.roi_heads.score_thresh = _threshold(scores)
-    return model
+    weight = model.roi_heads.box_predictor.cls_score.weight
+    original = weight.detach().clone()
+    for gain in SCORE_GAINS:  # how far a family's random features spread the logits differs by 100x
+        with torch.no_grad():
+            weight.copy_(original * gain)
+            scores = [model([image])[0]["scores"] for image in _images()]
+        threshold = _threshold(scores)
+        if threshold is not None:
+            model.roi_heads.score_thresh = threshold
+            return model
+    if not counts:
+        with torch.no_grad():
+            weight.copy_(original * SCORE_GAINS[0])
+        return model
+    raise AssertionError(f"no classifier gain in {SCORE_GAINS} gives 0, 1 and several detections on {backbone}")
 
 
-def _threshold(scores: list[torch.Tensor]) -> float:
+def _threshold(scores: list[torch.Tensor]) -> float | None:
     """A threshold in a clear gap of the scores that leaves 0, 1 and >= 3 detections among the images,
     and detections at both sizes."""
     values = torch.cat(scores).unique().sort(descending=True).values
@@ -46,7 +59,7 @@ def _threshold(scores: list[torch.Tensor]) -> float:
         counts = [int((s > threshold).sum()) for s in scores]
         if 0 in counts and 1 in counts and max(counts) >= 3 and max(counts[:4]) >= 1 and max(counts[4:]) >= 1:
             return threshold
-    raise AssertionError(f"no threshold gives 0, 1 and many detections: {[s[:4].tolist() for s in scores]}")
+    return None
 
 
 @pytest.mark.slow
@@ -69,9 +82,9 @@ def test_exported_detector_matches_eager_for_0_1_and_many(head, tmp_path):
 def test_detector_on_other_families_exports_with_torch_export(backbone):
     from vertebra.deploy.export import trace
 
-    model = _detector("fasterrcnn_fpn", backbone)
+    model = _detector("fasterrcnn_fpn", backbone, counts=False)
     program = trace(model, example_size=(64, 80)).module()
-    for image in _images()[::3]:
+    for image in _images():
         with torch.no_grad():
             expected = model([image])[0]
         assert_same_detections(expected, list(program(image[None])), f"{backbone} pt2 {tuple(image.shape[1:])}")
