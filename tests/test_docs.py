@@ -38,6 +38,7 @@ NO_RUN = {
     "ddp": "starts several processes with torchrun; tests/engine covers DDP",
     "bench": "runs the benchmark suite (minutes to an hour); tests/test_bench.py covers the tooling",
     "plugin-package": "files of a separate installable package; examples/vertebra-plugin-example is tested",
+    "export": "exports a model (tens of seconds per format on a CPU); tests/deploy covers every head and format",
     "fails-on-purpose": "shows an error exit (status 2); tests/test_cli.py checks the error exits",
 }
 

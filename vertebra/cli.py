@@ -41,6 +41,8 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("vertebra.engine._cli_eval", "evaluate a checkpoint on a config's validation data"),
     "predict": Command("vertebra.deploy._cli_predict",
                        "predict with a trained model artifact on image files: results, overlays, summary"),
+    "export": Command("vertebra.deploy._cli_export",
+                      "export a model artifact to ONNX, OpenVINO or pt2 (detectors included), with a JSON sidecar"),
     "quickstart": Command("vertebra.engine._quickstart",
                           "generate data, then train and evaluate a small detector and segmenter"),
     "bench": Command("vertebra.cli:BenchFromCheckout",

@@ -25,6 +25,8 @@ __all__ = [
     "CheckpointError",
     "ArtifactError",
     "OutputError",
+    "ExportError",
+    "MissingExtraError",
     "suggest",
 ]
 
@@ -103,6 +105,14 @@ class CheckpointError(WeightsError):
 
 class ArtifactError(WeightsError):
     """A model artifact that cannot be used: not an artifact, another format version, damaged."""
+
+
+class ExportError(VertebraError, ValueError):
+    """A model (or a format) that cannot be exported; the message names the head and why."""
+
+
+class MissingExtraError(VertebraError, ImportError):
+    """An optional dependency that is not installed; the message names the ``pip install`` to run."""
 
 
 class InputError(VertebraError, ValueError):

@@ -1,12 +1,18 @@
-"""Deployment: a trained model artifact to predictions on image files.
+"""Deployment: a trained model artifact to predictions, and to files other runtimes run.
 
 - :func:`load_model` rebuilds the model of an artifact (``OUT/model.safetensors``) ready to run, with
   what the artifact says about it (task, class names, preprocessing) as ``model.artifact``.
 - :class:`Predictor` decodes images, preprocesses them as training evaluated them, runs the model (in
   torch, or an exported runtime) and maps the outputs back to each original image;
   :meth:`Predictor.predict_to` also writes result files and overlays (``vertebra predict``).
+- :func:`export_model` (:mod:`.export`) writes one file per format (pt2, ONNX, OpenVINO) from one
+  ``torch.export`` trace; :class:`ExportableDetector` (:mod:`.detection`) is the single-image graph
+  the detectors export as.
+- :func:`make_runner` (:mod:`.runtimes`) runs an export in torch, ONNX Runtime or OpenVINO with the
+  eager model's output structure.
 
-Names load on first use, like the rest of vertebra.
+Names load on first use, like the rest of vertebra (ONNX Runtime and OpenVINO only when a runner
+or an export needs them).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ _EXPORTS = {
     "RUNTIMES": ".predict",
     "load_image": ".images",
     "find_images": ".images",
+    "export_model": ".export",
+    "FORMATS": ".export",
+    "make_runner": ".runtimes",
+    "Runner": ".runtimes",
+    "ExportableDetector": ".detection",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -31,5 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .images import find_images, load_image
     from .model import load_model, model_artifact
     from .predict import RUNTIMES, Prediction, Predictor, PredictRun
+    from .detection import ExportableDetector
+    from .export import FORMATS, export_model
+    from .runtimes import Runner, make_runner
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
