@@ -135,11 +135,3 @@ def test_a_non_torch_runtime_gets_its_runner_from_deploy_runtimes(artifacts, mon
     assert calls == [("classification", "onnxruntime", tmp_path)]
     assert run.predictions[0].output["labels"][0] == 2
 
-
-def test_a_build_without_deploy_runtimes_says_so(artifacts, monkeypatch):
-    import sys
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-    monkeypatch.setitem(sys.modules, "vertebra.deploy.runtimes", None)     # import fails: not in this build
-    with pytest.raises(VertebraError, match="not available in this vertebra"):
-        Predictor(artifacts["classification"], runtime="openvino")

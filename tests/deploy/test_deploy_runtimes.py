@@ -1,6 +1,7 @@
 """``Predictor(runtime=...)`` on the exported runtimes gives the torch runtime's results.
 
-The runners live in ``vertebra.deploy.runtimes`` (the export work); until it is merged these skip.
+The runners live in ``vertebra.deploy.runtimes``; onnxruntime and openvino are test dependencies
+(the ``deploy`` extra), so these run, never skip.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from vertebra.deploy import Predictor
 
 from deploy_helpers import mixed_folder
 
-pytest.importorskip("vertebra.deploy.runtimes", reason="vertebra.deploy.runtimes (export) is not merged yet")
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("task", ["classification", "semantic", "detection"])
 def test_runtime_results_equal_torch(tmp_path, artifacts, runtime, task):
-    pytest.importorskip(runtime)
     mixed_folder(tmp_path / "images")
     threshold = {"detection": 0.0}.get(task)
     eager = Predictor(artifacts[task], threshold=threshold).predict(tmp_path / "images")

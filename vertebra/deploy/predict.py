@@ -29,9 +29,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DataError, VertebraError
+from ..errors import ConfigError, DataError, MissingExtraError
 from ..validation import check_choice, check_positive_int
 from ..weights.artifact import Artifact
+from .export import INSTALL_HINT
 from .images import ImageFailure, ImageSource, find_images, load_image
 from .model import load_model, model_artifact
 from .preprocess import Geometry, boxes_to_original, dense_to_original, preprocess, unseen
@@ -40,7 +41,6 @@ __all__ = ["RUNTIMES", "POSTPROCESS", "Prediction", "PredictRun", "Predictor", "
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 _EXTRA_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-INSTALL_EXTRA = 'pip install "vertebra[deploy]"'
 MASK_THRESHOLD = 0.5          # torchvision's: instance mask probabilities -> binary masks
 UNKNOWN = 255                 # semantic pixels the model did not see (outside a centre crop)
 
@@ -209,15 +209,9 @@ class Predictor:
             return self.model
         module = _EXTRA_MODULES[self.runtime]
         if importlib.util.find_spec(module) is None:
-            raise VertebraError(f"--runtime {self.runtime} needs the {module!r} package, which is not installed; "
-                                f"install the deployment extra: {INSTALL_EXTRA}")
-        try:
-            from .runtimes import make_runner
-        except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.runtimes":
-                raise
-            raise VertebraError(f"--runtime {self.runtime} is not available in this vertebra "
-                                "(vertebra.deploy.runtimes is missing)") from error
+            raise MissingExtraError(f"--runtime {self.runtime} needs the {module!r} package, which is not "
+                                    f"installed; install the deployment extra: {INSTALL_HINT}")
+        from .runtimes import make_runner
         if workdir is None:
             import tempfile
 
