@@ -64,3 +64,21 @@ def training_state(**fields) -> dict:
              "world_size": 1, "param_checksums": [0.0], "config": {}, "model_config": None, "history": []}
     state.update(fields)
     return state
+
+
+def killed_mid_write(target) -> None:
+    """Run an ``atomic_open`` write of ``target`` in a subprocess that dies (like SIGKILL) before renaming."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os
+        from vertebra.atomic import atomic_open
+        with atomic_open({str(target)!r}) as handle:
+            handle.write(b"x" * 100000)
+            handle.flush()
+            os._exit(9)  # like SIGKILL: nothing after this runs
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 9, result.stderr.decode()

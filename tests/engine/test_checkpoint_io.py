@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,8 @@ from vertebra import atomic
 from vertebra.atomic import atomic_open
 from vertebra.engine.checkpoint import load_checkpoint, save_atomic
 from vertebra.errors import CheckpointError, VertebraError, WeightsError
+
+from engine_helpers import killed_mid_write
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "vertebra-test-io-pwned"
 
@@ -77,16 +76,7 @@ def test_process_killed_mid_write_never_leaves_a_partial_target(tmp_path):
     """A hard crash (no cleanup, no finally) between writing and renaming: the old file survives."""
     target = tmp_path / "last.pt"
     save_atomic({"epoch": 1}, target)
-    script = textwrap.dedent(f"""
-        import os
-        from vertebra.atomic import atomic_open
-        with atomic_open({str(target)!r}) as handle:
-            handle.write(b"x" * 100000)
-            handle.flush()
-            os._exit(9)  # like SIGKILL: nothing after this runs
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert result.returncode == 9, result.stderr.decode()
+    killed_mid_write(target)
     assert load_checkpoint(target) == {"epoch": 1}
     # the abandoned temp file is hidden (dot-prefixed) and never has the target's name
     assert all(name.startswith(".last.pt.") for name in _leftovers(tmp_path, {"last.pt"}))

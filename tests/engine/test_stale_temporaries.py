@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -13,6 +12,8 @@ import pytest
 from vertebra import atomic
 from vertebra.atomic import atomic_open, remove_stale_temporaries
 from vertebra.engine.checkpoint import load_checkpoint, save_atomic
+
+from engine_helpers import killed_mid_write
 
 
 def dead_pid() -> int:
@@ -33,16 +34,7 @@ def temp(directory, middle, *, age_s=0.0, target="last.pth"):
 def test_a_save_killed_mid_write_leaves_a_temporary_the_next_save_removes(tmp_path):
     target = tmp_path / "last.pth"
     save_atomic({"epoch": 1}, target)
-    script = textwrap.dedent(f"""
-        import os
-        from vertebra.atomic import atomic_open
-        with atomic_open({str(target)!r}) as handle:
-            handle.write(b"x" * 100000)
-            handle.flush()
-            os._exit(9)  # like SIGKILL: nothing after this runs
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert result.returncode == 9, result.stderr.decode()
+    killed_mid_write(target)
     orphans = [p for p in tmp_path.iterdir() if p.name != "last.pth"]
     assert len(orphans) == 1 and orphans[0].name.startswith(".last.pth.")
     save_atomic({"epoch": 2}, target)
