@@ -313,9 +313,7 @@ class PluginLoader:
         message = (f"vertebra plugin {info.name!r} ({dist}) registers names that are built-in: {names}. The "
                    f"bare names keep meaning vertebra's built-in entries; reach the plugin's with the qualified "
                    f"names {qualified}, or rename them in the plugin")
-        if self.settings.strict:
-            raise PluginError(message + f" [{ENV_STRICT}=1 makes this an error]")
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        self._warn_or_refuse(message)
 
     def report_conflicts(self, plugin: str, conflicts: list[str]) -> None:
         """Names this plugin registered that another plugin registered too (kept; bare lookup refuses)."""
@@ -324,9 +322,13 @@ class PluginLoader:
         message = (f"vertebra plugin {plugin!r} registers names another plugin registered too: "
                    f"{'; '.join(conflicts)}. Bare lookups of these names are refused; use qualified "
                    f"names (plugin:name)")
+        self._warn_or_refuse(message)
+
+    def _warn_or_refuse(self, message: str) -> None:
+        """A name problem is a PluginWarning, or a PluginError in strict mode."""
         if self.settings.strict:
             raise PluginError(message + f" [{ENV_STRICT}=1 makes this an error]")
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        warnings.warn(message, PluginWarning, stacklevel=4)  # the caller of report_*, as before
 
     def warn_unknown_disabled(self, known: Iterable[str]) -> None:
         """A name in ``VERTEBRA_DISABLE_PLUGINS`` that matches no plugin is most likely a typo."""
