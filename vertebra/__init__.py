@@ -12,7 +12,7 @@ from .lazy import lazy_exports, provide
 
 # name -> the module it lives in; ``optimize`` is the function (vertebra.inference re-exports it), never a module
 _HOMES = {"registry": ".registry", "optimize": ".inference", "load_model": ".deploy.model",
-          "Predictor": ".deploy.predict", "quantize": ".quantize.api", "__version__": ".version"}
+          "Predictor": ".deploy.predict", "quantize": ".quantization.api", "__version__": ".version"}
 __all__ = ["registry", "optimize", "load_model", "Predictor", "quantize", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .deploy.model import load_model
     from .deploy.predict import Predictor
     from .inference import optimize
-    from .quantize.api import quantize
+    from .quantization.api import quantize
     from .version import __version__
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

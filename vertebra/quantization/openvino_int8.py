@@ -51,9 +51,9 @@ def float_graph(model: nn.Module, example: Tensor, scratch: Path) -> Any:
         size = (int(example.shape[-2]), int(example.shape[-1]))
         onnx_file = export_model(model, "onnx", scratch / "model.onnx", example_size=size)
         return ov.convert_model(str(onnx_file))
-    module = deployable(model)
-    with torch.no_grad():
-        converted = ov.convert_model(module, example_input=example)
+    with torch.no_grad():   # traced here: convert_model's own trace re-runs it to check it (seconds)
+        traced = torch.jit.trace(deployable(model), example, check_trace=False)
+        converted = ov.convert_model(traced, example_input=example)
     for port in converted.inputs:   # any batch, height and width, as the ONNX export has
         port.get_node().set_partial_shape(ov.PartialShape([-1, 3, -1, -1]))
     converted.validate_nodes_and_infer_types()
