@@ -101,9 +101,9 @@ class DetectionWriter(Writer):
     def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True):
         super().__init__(predictor, out, overlays=overlays)
         names = predictor.class_names
-        recorded = predictor.artifact.metadata.get("category_ids")
-        ok = isinstance(recorded, list) and len(recorded) == len(names)
-        self.category_ids = [recorded[i] if ok and recorded[i] is not None else i for i in range(len(names))]
+        recorded = predictor.artifact.category_ids   # the training data's COCO ids, when it had them
+        self.category_ids = [recorded[i] if recorded is not None and recorded[i] is not None else i
+                             for i in range(len(names))]
         self.results: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
 
