@@ -43,8 +43,8 @@ from ..errors import ArtifactError, ConfigError
 from ..validation import check_choice, check_positive_int
 from .digest import content_digest
 
-__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "READABLE_VERSIONS", "TASKS", "RESIZE_MODES", "Preprocessing", "Artifact",
-           "save_artifact", "read_artifact", "tensor_digest"]
+__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "READABLE_VERSIONS", "TASKS", "RESIZE_MODES", "Preprocessing",
+           "Artifact", "save_artifact", "read_artifact", "check_category_ids", "tensor_digest"]
 
 ARTIFACT_FORMAT = "vertebra-model"
 ARTIFACT_VERSION = 2                # 2: category_ids in the header
