@@ -32,14 +32,14 @@ __all__ = ["SHAPES", "PREPROCESSING", "CLASS_NAMES", "random_artifact", "mixed_f
            "write_image_folder"]
 
 
-def random_artifact(task: str, path: Path, **metadata) -> Path:
+def random_artifact(task: str, path: Path, *, category_ids=None, **metadata) -> Path:
     """An artifact of a random-weight tiny model of ``task`` (seeded: the same weights every time)."""
     torch.manual_seed(0)
     config = copy.deepcopy(TINY[task]["model"])
     config["num_classes"] = len(CLASS_NAMES[task])
     model = registry.build_from_config(config)
     return save_artifact(path, model, task=task, class_names=CLASS_NAMES[task],
-                         preprocessing=PREPROCESSING[task], metadata=metadata)
+                         preprocessing=PREPROCESSING[task], metadata=metadata, category_ids=category_ids)
 
 
 def _pixels(height: int, width: int, seed: int) -> np.ndarray:

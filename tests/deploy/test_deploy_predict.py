@@ -85,6 +85,65 @@ def test_coco_results_load_with_loadres_and_score_with_cocoeval(tmp_path, artifa
         assert all(np.isfinite(evaluator.stats)) and -1.0 <= evaluator.stats[0] <= 1.0
 
 
+SPARSE_IDS = {1: 7, 2: 42, 3: 90}      # the shapes' category ids 1, 2, 3 renumbered, with gaps
+
+
+def _sparse_shapes(tmp_path):
+    """The shapes val split with category ids 7, 42, 90 (the annotation file rewritten to say so)."""
+    from pycocotools.coco import COCO
+
+    from vertebra.data import generate_shapes
+
+    generate_shapes(tmp_path / "shapes", num_train=1, num_val=3, image_size=64, seed=1)
+    path = tmp_path / "shapes" / "annotations" / "instances_val.json"
+    data = json.loads(path.read_text())
+    for category in data["categories"]:
+        category["id"] = SPARSE_IDS[category["id"]]
+    for ann in data["annotations"]:
+        ann["category_id"] = SPARSE_IDS[ann["category_id"]]
+    path.write_text(json.dumps(data))
+    return tmp_path / "shapes" / "val", COCO(str(path))
+
+
+def test_results_carry_the_artifacts_non_contiguous_category_ids_and_score_perfectly(tmp_path):
+    """The model's label i is category SPARSE_IDS[i]; a runner that answers the ground truth itself must
+    then score AP 1 against the user's annotation file, which needs results.json to speak its ids."""
+    from pycocotools.cocoeval import COCOeval
+
+    from deploy_helpers import random_artifact
+
+    images, gt = _sparse_shapes(tmp_path)
+    artifact = random_artifact("detection", tmp_path / "sparse.safetensors",
+                               category_ids=[None, *SPARSE_IDS.values()])
+    predictor = Predictor(artifact, batch_size=1)
+    assert load_model(artifact).artifact.category_ids == (None, 7, 42, 90)   # carried by model_artifact
+    label_of = {category: label for label, category in SPARSE_IDS.items()}
+    records = iter(sorted(gt.dataset["images"], key=lambda r: r["file_name"]))   # the run's order
+
+    def runner(batch):      # the ground truth as detections (detection preprocessing keeps the frame)
+        anns = gt.imgToAnns[next(records)["id"]]
+        return [{"boxes": torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]),
+                 "scores": torch.ones(len(anns)),
+                 "labels": torch.tensor([label_of[a["category_id"]] for a in anns])}]
+
+    predictor.runner = runner
+    predictor.predict_to(tmp_path / "out", images, overlays=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    listing = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert {c["id"] for c in listing["categories"]} == set(SPARSE_IDS.values())
+    assert {r["category_id"] for r in results} <= set(SPARSE_IDS.values())
+    assert all(gt.cats[r["category_id"]]["name"] == r["category_name"] for r in results)
+    by_name = {record["file_name"]: record["id"] for record in gt.dataset["images"]}
+    ours = {record["id"]: by_name[record["file_name"]] for record in listing["images"]}
+    for result in results:
+        result["image_id"] = ours[result["image_id"]]
+    evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)
+
+
 def test_instance_masks_are_in_the_original_frame(tmp_path, artifacts):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
     prediction = Predictor(artifacts["instance"], threshold=0.0).predict([image]).predictions[0]

@@ -24,7 +24,8 @@ def artifact(tmp_path_factory):
     model = registry.build("lraspp", backbone="mobilenet_v3_small", num_classes=3).eval()
     path = tmp_path_factory.mktemp("artifact") / "model.safetensors"
     save_artifact(path, model, task="semantic", class_names=["bg", "circle", "square"],
-                  preprocessing=Preprocessing("square", 64, mean=MEAN, std=STD), config=model.config)
+                  preprocessing=Preprocessing("square", 64, mean=MEAN, std=STD), config=model.config,
+                  category_ids=[None, 4, 11])
     return path
 
 
@@ -33,6 +34,7 @@ def test_export_writes_the_file_and_a_sidecar(artifact, tmp_path, capsys):
     assert main(["export", str(artifact), "--format", "pt2", "--out", str(out), "--size", "64", "64"]) == 0
     sidecar = json.loads((tmp_path / "seg.pt2.json").read_text())
     assert sidecar["class_names"] == ["bg", "circle", "square"] and sidecar["task"] == "semantic"
+    assert sidecar["category_ids"] == [None, 4, 11]
     assert sidecar["preprocessing"]["mean"] == list(MEAN) and sidecar["head"] == "lraspp"
     assert sidecar["input"]["shape"] == ["N", 3, "H", "W"] and sidecar["outputs"] == ["out"]
     program = torch.export.load(str(out)).module()

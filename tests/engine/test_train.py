@@ -65,6 +65,9 @@ def test_train_and_evaluate_each_task(tmp_path, task):
     assert artifact.class_names == (("blue", "green", "red") if task == "classification"
                                     else ("background", "circle", "square", "triangle"))
     assert artifact.preprocessing == EXPECTED_PREPROCESSING[task]
+    # detectors record the data's COCO category id of each label (a header field, not metadata)
+    assert artifact.category_ids == ((None, 1, 2, 3) if task in ("detection", "instance") else None)
+    assert "category_ids" not in artifact.metadata
     assert artifact.metadata["metrics"] == pytest.approx(result.metrics)
     model_state = result.model.state_dict()
     assert artifact.state_dict.keys() == model_state.keys()

@@ -4,7 +4,8 @@
   what the artifact says about it (task, class names, preprocessing) as ``model.artifact``.
 - :class:`Predictor` decodes images, preprocesses them as training evaluated them, runs the model (in
   torch, or an exported runtime) and maps the outputs back to each original image;
-  :meth:`Predictor.predict_to` also writes result files and overlays (``vertebra predict``).
+  :meth:`Predictor.predict_to` also writes result files and overlays, with a COCO annotation file's
+  ground truth on them where given (:mod:`.truth`; ``vertebra predict --ground-truth``).
 - :func:`export_model` (:mod:`.export`) writes one file per format (pt2, ONNX, OpenVINO) from one
   ``torch.export`` trace; :class:`ExportableDetector` (:mod:`.detection`) is the single-image graph
   the detectors export as.

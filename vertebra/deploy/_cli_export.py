@@ -1,8 +1,8 @@
 """``vertebra export MODEL --format onnx|openvino|pt2``: a model artifact to a deployable file + JSON sidecar.
 
 The sidecar (``<path>.json``) carries what a runtime consumer needs besides the graph: the task, the
-class names, the preprocessing the model was trained with, the input and output names and whether
-height/width are dynamic.  It is written after the model file, atomically, so a sidecar never
+class names and their COCO ``category_ids`` (``null`` when the model has none), the preprocessing
+the model was trained with, the input and output names and whether height/width are dynamic.  It is written after the model file, atomically, so a sidecar never
 describes a file that is not there.
 """
 
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     sidecar = {
         "format": args.format, "sidecar_version": SIDECAR_VERSION, "file": path.name,
         "head": head_name(model), "task": artifact.task, "class_names": list(artifact.class_names),
+        "category_ids": list(artifact.category_ids) if artifact.category_ids is not None else None,
         "preprocessing": dataclasses.asdict(artifact.preprocessing),
         "input": {"name": "image" if is_detector(model) else "input",
                   "shape": [1 if is_detector(model) else "N", 3, "H" if args.dynamic else size[0],

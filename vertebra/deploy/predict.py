@@ -273,17 +273,29 @@ class Predictor:
                              path=source.path, image=image if keep else None)
 
     def predict_to(self, out_dir: str | os.PathLike[str], images: ImageInput | Iterable[ImageInput], *,
-                   overlays: bool = True) -> dict[str, Any]:
+                   overlays: bool = True, ground_truth: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """Predict ``images`` and write the task's result files (and overlays) into ``out_dir``.
 
+        ``ground_truth``: a COCO-format annotation file (the schema training reads) whose annotations
+        the overlays also show, on the images it has a record for (matched by file name; see
+        :mod:`.truth`).  It is read and checked before anything is written.
+
         Returns the run summary also written as ``out_dir/summary.json``: counts, the files
-        written, and every image that could not be read, by name.
+        written, every image that could not be read, by name, and where ground truth was drawn.
         """
         from .writers import make_writer
 
+        truth = None
+        if ground_truth is not None:
+            if not overlays:
+                raise ConfigError("ground truth is drawn on the overlays; drop --no-overlays (overlays=False) "
+                                  "or --ground-truth", path="ground_truth")
+            from .truth import GroundTruth
+
+            truth = GroundTruth(ground_truth, masks=self.task == "semantic")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        writer = make_writer(self, out, overlays=overlays)
+        writer = make_writer(self, out, overlays=overlays, ground_truth=truth)
         for item in self.iter_predict(images, keep_images=overlays):
             writer.add(item)
         return writer.close()

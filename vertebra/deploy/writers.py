@@ -10,8 +10,9 @@
   ``areas.json``, per image the pixels and fraction of each class present.
 - classification: ``topk.json`` and ``topk.csv``, the top-k classes and probabilities per image.
 
-Every run also writes ``summary.json`` (counts, files, the images that could not be read, by name)
-and, unless turned off, ``overlays/<name>.png``.  Files are written atomically.
+Every run also writes ``summary.json`` (counts, files, the images that could not be read, by name,
+and with ground truth the images it was and was not drawn on) and, unless turned off,
+``overlays/<name>.png``.  Files are written atomically.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .overlay import draw_overlay, label_name, palette
 
 if TYPE_CHECKING:  # pragma: no cover
     from .predict import Prediction, Predictor
+    from .truth import GroundTruth
 
 __all__ = ["Writer", "DetectionWriter", "SemanticWriter", "ClassificationWriter", "WRITERS", "make_writer"]
 
@@ -53,8 +55,9 @@ def _png(path: Path, image: Image.Image) -> None:
 class Writer:
     """Collects a run's predictions and failures; :meth:`close` writes the files and the summary."""
 
-    def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True):
-        self.predictor, self.out, self.overlays = predictor, out, overlays
+    def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True,
+                 ground_truth: "GroundTruth | None" = None):
+        self.predictor, self.out, self.overlays, self.ground_truth = predictor, out, overlays, ground_truth
         self.count, self.failures, self.files = 0, [], []
         self._used: set[str] = set()
 
@@ -65,7 +68,8 @@ class Writer:
         self.count += 1
         self.write(item)
         if self.overlays and item.image is not None:
-            picture = draw_overlay(item, self.predictor)
+            truth = self.ground_truth.lookup(item.name, item.size, item.path) if self.ground_truth else None
+            picture = draw_overlay(item, self.predictor, truth)
             _png(self.out / "overlays" / self.output_name(item.name, "overlays"), picture)
 
     def output_name(self, name: str, folder: str) -> str:
@@ -90,7 +94,8 @@ class Writer:
         summary = {"task": predictor.task, "runtime": predictor.runtime, "threshold": predictor.threshold,
                    "images": self.count + len(self.failures), "predicted": self.count,
                    "failed": len(self.failures), "failures": self.failures, "files": files,
-                   "overlays": "overlays/" if self.overlays and self.count else None}
+                   "overlays": "overlays/" if self.overlays and self.count else None,
+                   "ground_truth": self.ground_truth.report() if self.ground_truth else None}
         _write_json(self.out / "summary.json", summary)
         return summary
 
@@ -98,12 +103,12 @@ class Writer:
 class DetectionWriter(Writer):
     """COCO results (boxes, and RLE masks for instance) plus the run's images and categories."""
 
-    def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True):
-        super().__init__(predictor, out, overlays=overlays)
+    def __init__(self, predictor: "Predictor", out: Path, **options: Any):
+        super().__init__(predictor, out, **options)
         names = predictor.class_names
-        recorded = predictor.artifact.metadata.get("category_ids")
-        ok = isinstance(recorded, list) and len(recorded) == len(names)
-        self.category_ids = [recorded[i] if ok and recorded[i] is not None else i for i in range(len(names))]
+        recorded = predictor.artifact.category_ids   # the training data's COCO ids, when it had them
+        self.category_ids = [recorded[i] if recorded is not None and recorded[i] is not None else i
+                             for i in range(len(names))]
         self.results: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
 
@@ -146,8 +151,8 @@ def _rles(masks: Any) -> list[dict[str, Any]]:
 class SemanticWriter(Writer):
     """A palette PNG of class indices per image, and the class areas of every image."""
 
-    def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True):
-        super().__init__(predictor, out, overlays=overlays)
+    def __init__(self, predictor: "Predictor", out: Path, **options: Any):
+        super().__init__(predictor, out, **options)
         self.areas: list[dict[str, Any]] = []
         colours = palette(len(predictor.class_names))
         flat = [channel for colour in colours for channel in colour]
@@ -174,8 +179,8 @@ class SemanticWriter(Writer):
 class ClassificationWriter(Writer):
     """The top-k classes and their probabilities per image, as JSON and CSV."""
 
-    def __init__(self, predictor: "Predictor", out: Path, *, overlays: bool = True):
-        super().__init__(predictor, out, overlays=overlays)
+    def __init__(self, predictor: "Predictor", out: Path, **options: Any):
+        super().__init__(predictor, out, **options)
         self.rows: list[dict[str, Any]] = []
 
     def write(self, prediction: "Prediction") -> None:
@@ -201,5 +206,6 @@ WRITERS: dict[str, type[Writer]] = {"detection": DetectionWriter, "instance": De
                                     "semantic": SemanticWriter, "classification": ClassificationWriter}
 
 
-def make_writer(predictor: "Predictor", out: Path, *, overlays: bool = True) -> Writer:
-    return WRITERS[predictor.task](predictor, out, overlays=overlays)
+def make_writer(predictor: "Predictor", out: Path, *, overlays: bool = True,
+                ground_truth: "GroundTruth | None" = None) -> Writer:
+    return WRITERS[predictor.task](predictor, out, overlays=overlays, ground_truth=ground_truth)

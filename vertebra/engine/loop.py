@@ -150,11 +150,13 @@ class _Run:
                     "ema": self.ema is not None,
                     "metrics": {k: v for k, v in last_eval.items() if k not in ("kind", "epoch")}}
         label_to_category = getattr(self.bundle.val, "label_to_category_id", None)
-        if label_to_category:   # COCO ids of labels 1..K (index 0, background, has none): predict writes them
-            metadata["category_ids"] = [label_to_category.get(i) for i in range(len(self.bundle.class_names))]
+        # COCO ids of labels 1..K (index 0, background, has none): predict writes them in results.json
+        category_ids = ([label_to_category.get(i) for i in range(len(self.bundle.class_names))]
+                        if label_to_category else None)
         save_artifact(self.out_dir / ARTIFACT_NAME, model.state_dict(), task=self.config.task,
                       config=self.model.config, class_names=self.bundle.class_names,
-                      preprocessing=self.spec.preprocessing(self.config.data), metadata=metadata)
+                      preprocessing=self.spec.preprocessing(self.config.data), metadata=metadata,
+                      category_ids=category_ids)
 
     def resume(self) -> None:
         path = self.checkpoint_path

@@ -65,7 +65,8 @@ class Quantized:
         """Write the int8 artifact to ``path`` (atomically): float weights, metadata and the int8 graph."""
         a = self.artifact
         return save_artifact(path, self.model, task=a.task, config=a.config, class_names=a.class_names,
-                             preprocessing=a.preprocessing, metadata=a.metadata, graph=a.graph)
+                             preprocessing=a.preprocessing, metadata=a.metadata, category_ids=a.category_ids,
+                             graph=a.graph)
 
 
 def quantize(model: PathLike | nn.Module, calibration: PathLike | Sequence[PathLike], *,

@@ -7,6 +7,9 @@ so an artifact carries them all:
 
 - the model config (``model.config``: ``registry.build_from_config`` rebuilds the architecture),
 - the task and the class names (index ``i`` of the outputs is ``class_names[i]``),
+- for models trained on COCO-format data, ``category_ids``: the data set's own category id of each
+  class index (``None`` for the background at index 0), so results files speak the ids of the
+  annotation file they will be scored against,
 - the :class:`Preprocessing` of the evaluation transform,
 - the tensors of the state dict, and a SHA-256 over them and the rest of the header
   (:mod:`vertebra.weights.digest`, the digest training checkpoints carry too), checked on every
@@ -19,6 +22,10 @@ so an artifact carries them all:
 The file is safetensors: raw tensors plus a string header (here JSON), so reading it runs no code,
 unlike a pickle.  ``format`` and ``version`` in the header let a reader refuse a file it does not
 understand, naming both versions, rather than misread it.  Writes are atomic.
+
+Version 2 added ``category_ids`` to the header.  Version 1 files still load: training then kept the
+ids in ``metadata["category_ids"]``, which is read from version 1 files only (and only when it is
+well-formed: metadata was free-form), never from a version 2 file.
 """
 
 from __future__ import annotations
@@ -39,11 +46,12 @@ from ..errors import ArtifactError, ConfigError
 from ..validation import check_choice, check_positive_int
 from .digest import content_digest
 
-__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "TASKS", "RESIZE_MODES", "Preprocessing", "Artifact",
-           "EmbeddedGraph", "save_artifact", "read_artifact", "tensor_digest"]
+__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "READABLE_VERSIONS", "TASKS", "RESIZE_MODES", "Preprocessing",
+           "Artifact", "EmbeddedGraph", "save_artifact", "read_artifact", "check_category_ids", "tensor_digest"]
 
 ARTIFACT_FORMAT = "vertebra-model"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2                # 2: category_ids in the header
+READABLE_VERSIONS = (1, 2)
 TASKS = ("classification", "detection", "instance", "semantic")
 # none: the model takes any size (detectors resize themselves); shorter: the shorter side to
 # ``size``; square: ``size`` x ``size``; shorter_crop: the shorter side to ``size``, then a centre
@@ -126,7 +134,35 @@ class Artifact:
     preprocessing: Preprocessing
     state_dict: dict[str, Tensor] = field(repr=False)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The data set's category id of each class index (``None``: background, or not COCO-trained).
+    category_ids: tuple[int | None, ...] | None = None
     graph: EmbeddedGraph | None = None
+
+
+def check_category_ids(category_ids: Any, class_names: Sequence[str]) -> tuple[int | None, ...] | None:
+    """``category_ids`` as a tuple, or a :class:`ConfigError`: one id per class name, each an int
+    (unique) except index 0, which may be ``None`` (the background has no category)."""
+    if category_ids is None:
+        return None
+    where = "category_ids"
+    if isinstance(category_ids, (str, bytes, Mapping)) or not isinstance(category_ids, Sequence):
+        raise ConfigError(f"must be a list with one COCO category id per class, got {type(category_ids).__name__}",
+                          path=where)
+    if len(category_ids) != len(class_names):
+        raise ConfigError(f"has {len(category_ids)} ids for {len(class_names)} class names; give one per class "
+                          "(None for the background at index 0)", path=where)
+    for index, value in enumerate(category_ids):
+        if value is None and index == 0:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"[{index}] ({class_names[index]!r}) is {value!r}; category ids are ints (only "
+                              "index 0, the background, may be None)", path=where)
+    ids = [value for value in category_ids if value is not None]
+    repeated = sorted({value for value in ids if ids.count(value) > 1})
+    if repeated:
+        raise ConfigError(f"gives category id(s) {repeated} to more than one class; each class needs its own",
+                          path=where)
+    return tuple(category_ids)
 
 
 def tensor_digest(state: Mapping[str, Tensor]) -> str:
@@ -146,11 +182,13 @@ def _artifact_digest(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -
 def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, task: str,
                   config: Mapping[str, Any] | None = None, class_names: Sequence[str],
                   preprocessing: Preprocessing, metadata: Mapping[str, Any] | None = None,
+                  category_ids: Sequence[int | None] | None = None,
                   graph: EmbeddedGraph | None = None) -> Path:
     """Write ``model`` (a module, or its state dict with ``config``) as an artifact at ``path``, atomically.
 
-    ``config`` defaults to ``model.config`` (every registry-built model has one).  ``graph`` embeds a
-    runtime's compiled files beside the weights.
+    ``config`` defaults to ``model.config`` (every registry-built model has one).  ``category_ids``:
+    the COCO category id of each class index (:func:`check_category_ids`), for COCO-trained models.
+    ``graph`` embeds a runtime's compiled files beside the weights.
     """
     from safetensors.torch import save
 
@@ -163,12 +201,16 @@ def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, ta
     names = [str(name) for name in class_names]
     if not names:
         raise ArtifactError("an artifact needs the class names its outputs mean (class_names is empty)")
+    if metadata and "category_ids" in metadata:
+        raise ConfigError("category_ids is an artifact field, not metadata: pass save_artifact(..., "
+                          "category_ids=[...])", path="metadata.category_ids")
+    ids = check_category_ids(category_ids, names)
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     # safetensors refuses tensors that share memory; clone makes each one its own storage.
     tensors = {name: value.detach().cpu().clone().contiguous() for name, value in state.items()}
     header = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "task": task, "config": dict(config),
               "class_names": names, "preprocessing": preprocessing.to_dict(),
-              "metadata": dict(metadata or {})}
+              "category_ids": list(ids) if ids is not None else None, "metadata": dict(metadata or {})}
     if graph is not None:
         header["graph"] = {"runtime": graph.runtime, "precision": graph.precision, "files": sorted(graph.files),
                            "info": dict(graph.info)}
@@ -189,27 +231,44 @@ def read_artifact(path: PathLike) -> Artifact:
     if not file.is_file():
         raise ArtifactError(f"model artifact {str(file)!r} does not exist (or is not a file)")
     header, tensors = _read(file)
-    version = header.get("version")
-    if header.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{str(file)!r} is not a vertebra model artifact (no {ARTIFACT_FORMAT!r} header); "
-                            "training writes one as OUT/model.safetensors")
-    if version != ARTIFACT_VERSION:
-        newer = isinstance(version, int) and version > ARTIFACT_VERSION
-        raise ArtifactError(f"{str(file)!r} is artifact format version {version!r}, this vertebra reads version "
-                            f"{ARTIFACT_VERSION}; " + ("upgrade vertebra" if newer else
-                                                       "re-export it with this vertebra from its checkpoint"))
+    _check_version(header, file)
     if _artifact_digest(header, tensors) != header.get("sha256"):
         raise ArtifactError(f"{str(file)!r} is damaged: its tensors or header do not match the SHA-256 recorded "
                             "when it was written; copy it again from the original")
     try:
-        graph = _embedded_graph(header.get("graph"), tensors)
+        class_names = tuple(str(n) for n in header["class_names"])
+        metadata = dict(header.get("metadata") or {})
         return Artifact(task=check_choice(header["task"], TASKS, "task"), config=dict(header["config"]),
-                        class_names=tuple(str(n) for n in header["class_names"]),
-                        preprocessing=Preprocessing.from_dict(header["preprocessing"]),
+                        class_names=class_names, preprocessing=Preprocessing.from_dict(header["preprocessing"]),
                         state_dict={k: v for k, v in tensors.items() if not k.startswith(_GRAPH_PREFIX)},
-                        metadata=dict(header.get("metadata") or {}), graph=graph)
+                        metadata=metadata, category_ids=_category_ids(header, metadata, class_names),
+                        graph=_embedded_graph(header.get("graph"), tensors))
     except (KeyError, TypeError, ValueError) as error:  # ConfigError is a ValueError
         raise ArtifactError(f"{str(file)!r} has a malformed artifact header ({error})") from error
+
+
+def _check_version(header: Mapping[str, Any], file: Path) -> None:
+    version = header.get("version")
+    if header.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{str(file)!r} is not a vertebra model artifact (no {ARTIFACT_FORMAT!r} header); "
+                            "training writes one as OUT/model.safetensors")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        newer = type(version) is int and version > ARTIFACT_VERSION
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
+        raise ArtifactError(f"{str(file)!r} is artifact format version {version!r}, this vertebra reads versions "
+                            f"{readable}; " + ("upgrade vertebra" if newer else
+                                               "re-export it with this vertebra from its checkpoint"))
+
+
+def _category_ids(header: Mapping[str, Any], metadata: Mapping[str, Any],
+                  class_names: tuple[str, ...]) -> tuple[int | None, ...] | None:
+    """The header's ``category_ids`` (version 2); a version 1 file's well-formed ``metadata`` copy."""
+    if header["version"] >= 2:
+        return check_category_ids(header.get("category_ids"), class_names)
+    try:
+        return check_category_ids(metadata.get("category_ids"), class_names)
+    except ConfigError:       # version 1 metadata was free-form: a value that does not fit means nothing
+        return None
 
 
 def _embedded_graph(entry: Any, tensors: Mapping[str, Tensor]) -> EmbeddedGraph | None:
