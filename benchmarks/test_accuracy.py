@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,8 @@ from vertebra import registry
 DETECTION_TOLERANCE = 0.08   # AP50 points (0-1 scale) below the baseline that still pass
 SEGMENTATION_TOLERANCE = 0.05
 DIGITS_TOLERANCE = 0.03
+INT8_DROP_TOLERANCE = 0.01   # top-1 (0-1 scale) the int8 drop may grow past its baseline
+INT8_COSINE_TOLERANCE = 0.01
 
 
 def _record(benchmark, settings, name: str, value: float, tolerance: float, **extra) -> None:
@@ -80,9 +83,8 @@ def _digits(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return ((images - 0.5) / 0.5).contiguous(), torch.tensor(digits.target)
 
 
-def _train_digits(epochs: int, train_count: int, batch: int = 64, lr: float = 0.01) -> float:
-    from vertebra.metrics.classification import TopKAccuracy
-
+def _digits_model(epochs: int, train_count: int, batch: int = 64, lr: float = 0.01):
+    """MobileNetV3-Small trained on digits: ``(model, images, labels, train indices, val indices)``."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     images, labels = _digits()
@@ -105,11 +107,21 @@ def _train_digits(epochs: int, train_count: int, batch: int = 64, lr: float = 0.
             loss.backward()
             optimizer.step()
             schedule.step()
-    model.eval()
+    return model.eval(), images, labels, train, val
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    from vertebra.metrics.classification import TopKAccuracy
+
     metric = TopKAccuracy(ks=(1,))
-    with torch.no_grad():
-        metric.update(model(images[val]), labels[val])
+    metric.update(logits, labels)
     return float(metric.compute()["top1"])
+
+
+def _train_digits(epochs: int, train_count: int) -> float:
+    model, images, labels, _, val = _digits_model(epochs, train_count)
+    with torch.no_grad():
+        return _top1(model(images[val]), labels[val])
 
 
 def test_classifier_top1_digits(benchmark, settings):
@@ -118,3 +130,44 @@ def test_classifier_top1_digits(benchmark, settings):
     benchmark.extra_info.update(epochs=epochs, train_images=train_count, val_images=360)
     top1 = benchmark.pedantic(_train_digits, args=(epochs, train_count), rounds=1, iterations=1)
     _record(benchmark, settings, "classifier_top1_digits_mobilenet_v3_small", top1, DIGITS_TOLERANCE)
+
+
+def _digits_int8(epochs: int, train_count: int, folder) -> dict:
+    """Train on digits, quantize (PTQ, calibrated on 300 training digits as PNGs), compare on the 360 val digits."""
+    import numpy as np
+    from PIL import Image
+
+    import vertebra
+    from vertebra.quantization.report import cosine_similarity
+    from vertebra.weights.artifact import Preprocessing, save_artifact
+
+    model, images, labels, train, val = _digits_model(epochs, train_count)
+    calibration = folder / "calibration"
+    calibration.mkdir()
+    for index in train[:300].tolist():   # the PNGs hold the 32 px digits; the artifact normalises them
+        pixels = ((images[index] * 0.5 + 0.5) * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(np.ascontiguousarray(pixels)).save(calibration / f"{index:04d}.png")
+    source = save_artifact(folder / "digits.safetensors", model, task="classification",
+                           class_names=[str(d) for d in range(10)],
+                           preprocessing=Preprocessing("none", mean=(0.5,) * 3, std=(0.5,) * 3))
+    quantized = vertebra.quantize(source, calibration, samples=300)
+    with torch.no_grad():
+        float_logits = model(images[val])
+    int8_logits = quantized(images[val])
+    return {"float_top1": _top1(float_logits, labels[val]), "int8_top1": _top1(int8_logits, labels[val]),
+            "cosine": cosine_similarity(int8_logits, float_logits), "int8_ops": quantized.report["ops"]["int8_total"]}
+
+
+def test_classifier_top1_digits_int8(benchmark, settings, tmp_path):
+    pytest.importorskip("nncf")
+    epochs, train_count = (8, 1437) if settings.mode == "full" else (1, 320)
+    benchmark.group = "accuracy (short training runs)"
+    benchmark.extra_info.update(epochs=epochs, train_images=train_count, val_images=360, calibration_images=300)
+    result = benchmark.pedantic(_digits_int8, args=(epochs, train_count, tmp_path), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    # issue 15's goal: PTQ loses <= 0.5 points top-1; recorded as the int8 model's top-1 and its drop
+    _record(benchmark, settings, "classifier_top1_digits_mobilenet_v3_small_int8", result["int8_top1"],
+            DIGITS_TOLERANCE)
+    _record(benchmark, settings, "classifier_top1_digits_int8_minus_float", result["int8_top1"] - result["float_top1"],
+            INT8_DROP_TOLERANCE)
+    _record(benchmark, settings, "classifier_logit_cosine_digits_int8", result["cosine"], INT8_COSINE_TOLERANCE)

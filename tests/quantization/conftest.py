@@ -17,8 +17,8 @@ def calibration(shapes):
 
 
 @pytest.fixture(scope="session")
-def held_out(shapes):
-    return batch_of(shapes / "val")
+def calibration_batch(shapes):
+    return batch_of(shapes / "train")
 
 
 @pytest.fixture(scope="session")
