@@ -79,3 +79,28 @@ def test_the_int8_artifact_exports_its_graph(quantized, calibration_batch, tmp_p
     import json
 
     assert json.loads((tmp_path / "int8.xml.json").read_text())["precision"] == "int8"
+
+
+@pytest.mark.slow
+def test_a_detector_quantizes_through_its_onnx_graph_and_predicts(shapes, tmp_path):
+    """Faster R-CNN + FPN (the tiny test config): backbone and FPN in int8 at least, and the int8
+    artifact writes a COCO results file like the float one."""
+    import sys
+    from pathlib import Path
+
+    import vertebra
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+    from deploy_helpers import random_artifact
+
+    source = random_artifact("detection", tmp_path / "detector.safetensors")
+    result = vertebra.quantize(source, shapes / "train", samples=8)
+    model = vertebra.load_model(source)
+    ops = result.report["ops"]
+    assert ops["int8_total"] >= count_weighted_modules(model.backbone), ops   # body + FPN
+    assert result.report["cosine_on_calibration"] is None     # boxes are not compared by cosine
+    (detections,) = result([torch.rand(3, 64, 80)])
+    assert set(detections) == {"boxes", "scores", "labels"} and detections["boxes"].shape[-1] == 4
+    summary = vertebra.Predictor(result.save(tmp_path / "int8.safetensors"), threshold=0.0).predict_to(
+        tmp_path / "out", shapes / "val", overlays=False)
+    assert summary["predicted"] == 4 and "results.json" in summary["files"]
