@@ -26,7 +26,8 @@ from ..deploy.detection import is_detector
 from ..deploy.export import deployable, export_model
 from ..errors import MissingExtraError, QuantizationError
 
-__all__ = ["INSTALL_HINT", "quantize_for_openvino", "float_graph", "graph_files", "require_quantize_extra"]
+__all__ = ["INSTALL_HINT", "quantize_for_openvino", "float_graph", "convert_module", "graph_files",
+           "require_quantize_extra"]
 
 INSTALL_HINT = 'pip install "vertebra[quantize]"'
 
@@ -52,12 +53,20 @@ def float_graph(model: nn.Module, example: Tensor, scratch: Path) -> Any:
         size = (int(example.shape[-2]), int(example.shape[-1]))
         onnx_file = export_model(model, "onnx", scratch / "model.onnx", example_size=size)
         return ov.convert_model(str(onnx_file))
-    # OpenVINO's PyTorch frontend reads TorchScript; convert_model would trace too, then trace again
-    # to check it (seconds).  From a torch.export program it converts 2x slower.  torch 2.14 calls
-    # jit.trace deprecated; until OpenVINO reads programs as fast, this is the quicker road.
+    return convert_module(deployable(model), example)
+
+
+def convert_module(module: nn.Module, example: Tensor) -> Any:
+    """``openvino.convert_model`` of a one-tensor-in module (eval), any batch, height and width.
+
+    OpenVINO's PyTorch frontend reads TorchScript; convert_model would trace too, then trace again
+    to check it (seconds).  From a torch.export program it converts 2x slower.  torch 2.14 calls
+    jit.trace deprecated; until OpenVINO reads programs as fast, this is the quicker road.
+    """
+    _, ov = require_quantize_extra()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.trace")
-        traced = torch.jit.trace(deployable(model), example, check_trace=False)
+        traced = torch.jit.trace(module, example, check_trace=False)
         converted = ov.convert_model(traced, example_input=example)
     for port in converted.inputs:   # any batch, height and width, as the ONNX export has
         port.get_node().set_partial_shape(ov.PartialShape([-1, 3, -1, -1]))
