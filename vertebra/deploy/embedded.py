@@ -9,6 +9,7 @@ structure of the eager model's (:class:`~vertebra.deploy.runtimes.Runner`).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,24 @@ def _read(graph: EmbeddedGraph) -> tuple[Any, Any]:
         raise ArtifactError(f"an embedded {graph.runtime} graph with files {sorted(graph.files)} is not one this "
                             "vertebra runs (it runs openvino model.xml + model.bin); upgrade vertebra")
     ov = require("openvino", f"a {graph.precision} OpenVINO artifact")
-    return ov, ov.Core().read_model(graph.files["model.xml"], graph.files["model.bin"])
+    # Read from files, not from the bytes: a model read from a Python buffer may keep pointing into
+    # it, and the buffer's lifetime is then Python's to decide (seen: a segfault tests later).  A
+    # file OpenVINO maps stays valid after its folder is removed.
+    with tempfile.TemporaryDirectory(prefix="vertebra-graph-") as folder:
+        for name, data in graph.files.items():
+            (Path(folder) / name).write_bytes(data)
+        return ov, _core(ov).read_model(str(Path(folder) / "model.xml"))
+
+
+_CORE: Any = None
+
+
+def _core(ov: Any) -> Any:
+    """One OpenVINO ``Core`` for every embedded graph: a model is compiled by the Core that read it."""
+    global _CORE
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE
 
 
 def compile_embedded(graph: EmbeddedGraph) -> Any:
@@ -52,7 +70,7 @@ def compile_embedded(graph: EmbeddedGraph) -> Any:
     OpenVINO runner): the difference to the float model is then quantization's alone.
     """
     ov, model = _read(graph)
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return _core(ov).compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def export_embedded(graph: EmbeddedGraph, fmt: str, path: Path) -> Path:

@@ -92,7 +92,9 @@ def quantize(model: PathLike | nn.Module, calibration: PathLike | Sequence[PathL
     graph = EmbeddedGraph("openvino", "int8", graph_files(quantized),
                           info=_info(model, data, backend))
     result = Quantized(dataclasses.replace(float_artifact, graph=graph), model)
-    counts = count_runtime_ops(compile_embedded(graph))
+    compiled = compile_embedded(graph)
+    counts = count_runtime_ops(compiled)
+    del compiled
     if counts.int8_total == 0:
         raise QuantizationError(f"quantization ran but no layer of this {float_artifact.config.get('head')!r} model "
                                 "executes in int8 on this CPU (OpenVINO fell back to float); keep it in float")

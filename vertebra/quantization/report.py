@@ -48,11 +48,19 @@ def count_runtime_ops(compiled: Any) -> OpCount:
     """Count the weighted layers of an OpenVINO ``CompiledModel`` by the precision they execute in."""
     int8: Counter[str] = Counter()
     other: Counter[str] = Counter()
-    for op in compiled.get_runtime_model().get_ops():
+    runtime = compiled.get_runtime_model()
+    layers = []
+    for op in runtime.get_ops():
         info = op.get_rt_info()
-        layer = info["layerType"].astype(str)
+        layers.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+        del info
+    # The runtime model points into the compiled one: release it (and its ops) while ``compiled`` is
+    # certainly alive -- freed the other way round, OpenVINO writes into freed memory (seen as a
+    # segfault much later in the process).
+    del op, runtime
+    for layer, precision in layers:
         if layer in WEIGHTED_LAYERS:
-            (int8 if info["runtimePrecision"].astype(str) in _INT8 else other)[layer] += 1
+            (int8 if precision in _INT8 else other)[layer] += 1
     return OpCount(dict(int8), dict(other))
 
 

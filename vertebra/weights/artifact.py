@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -215,7 +216,7 @@ def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, ta
         header["graph"] = {"runtime": graph.runtime, "precision": graph.precision, "files": sorted(graph.files),
                            "info": dict(graph.info)}
         for name, data in graph.files.items():
-            tensors[_GRAPH_PREFIX + name] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            tensors[_GRAPH_PREFIX + name] = torch.tensor(np.frombuffer(data, dtype=np.uint8))   # a copy it owns
     header = json.loads(json.dumps(header))     # the digest covers what a reader gets back from JSON
     header["sha256"] = _artifact_digest(header, tensors)
     blob = save(tensors, metadata={"vertebra": json.dumps(header)})
