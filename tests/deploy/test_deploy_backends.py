@@ -17,7 +17,7 @@ from export_helpers import DENSE_ATOL, DENSE_RTOL, assert_same_detections
 from test_export_detection import _detector, _images
 from vertebra import registry
 from vertebra.deploy.backends import OpenVINOModule
-from vertebra.deploy.openvino_engine import MAX_STATIC_SHAPES, OpenVINOEngine
+from vertebra.deploy.openvino_engine import MAX_STATIC_SHAPES, OpenVINOEngine, _chunks
 from vertebra.errors import ConfigError, MissingExtraError
 
 SIZES = [(1, 3, 64, 64), (2, 3, 72, 96), (2, 3, 72, 96), (2, 3, 72, 96)]  # the repeats take the static model
@@ -44,7 +44,8 @@ def test_dense_models_equal_eager_at_any_size(head, options):
         with torch.no_grad():
             expected = model(x)
         _assert_same(fast(x), expected)
-    assert (2, 3, 72, 96) in fast.engine._static and fast.engine._static[(2, 3, 72, 96)] is not None
+    static = fast.engine._static[(2, 3, 72, 96)]
+    assert static is not None and static.chunks == _chunks(2)  # 2 cores: one image per stream
 
 
 def test_results_are_the_callers_and_inputs_may_be_any_layout():

@@ -11,6 +11,9 @@ What it does that a plain ``compiled_model(array)`` does not, and why:
   that shape.  A shape is compiled on its second call (the first runs the dynamic model), so a folder
   of images of a hundred sizes never compiles a hundred models; at most :data:`MAX_STATIC_SHAPES`
   are kept, least recently used first out.
+* **a batch split over the cores**: a batch that divides evenly over the cores runs as that many
+  chunks on as many streams (``THROUGHPUT``), each chunk on its own core, writing its rows of the
+  outputs; small convolutions scale poorly over threads, so this beats one stream on the whole batch.
 * **no copies**: inputs are handed over as views of the caller's tensors (``share_inputs``), and a
   static model writes its outputs straight into fresh torch tensors bound as its output tensors.
   The caller owns every tensor it gets back: the next call never overwrites them.
@@ -25,6 +28,7 @@ not reentrant).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -48,13 +52,15 @@ _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.
 
 
 class _Compiled:
-    """A compiled model and its request.  Where every output has a static shape and a dtype torch has,
-    the outputs are written into fresh torch tensors bound to the request (no copy); otherwise (a
-    detector's detection count) they are copied out of the request's own buffers."""
+    """A compiled model and its requests.  Where every output has a static shape and a dtype torch has,
+    the outputs are written into fresh torch tensors bound to the requests (no copy); otherwise (a
+    detector's detection count) they are copied out of the request's own buffers.  With ``chunks``
+    > 1 the model was compiled for ``1 / chunks`` of the batch: each chunk runs on its own stream and
+    writes its rows of the outputs (dense outputs are batch-first)."""
 
-    def __init__(self, ov: Any, compiled: Any):
-        self.request = compiled.create_infer_request()
-        self._ov = ov
+    def __init__(self, ov: Any, compiled: Any, chunks: int = 1):
+        self._ov, self.chunks = ov, chunks
+        self.requests = [compiled.create_infer_request() for _ in range(chunks)]
         self.outputs: list[tuple[tuple[int, ...], torch.dtype]] | None = []
         for port in compiled.outputs:
             dtype = _TORCH_DTYPES.get(np.dtype(port.get_element_type().to_dtype()))
@@ -66,12 +72,18 @@ class _Compiled:
 
     def __call__(self, array: np.ndarray) -> list[Tensor]:
         if self.outputs is None:
-            result = self.request.infer({0: array}, share_inputs=True)  # outputs copied (share_outputs off)
-            return [torch.from_numpy(result[port]) for port in self.request.model_outputs]
-        results = [torch.empty(shape, dtype=dtype) for shape, dtype in self.outputs]
-        for index, result in enumerate(results):
-            self.request.set_output_tensor(index, self._ov.Tensor(result.numpy(), shared_memory=True))
-        self.request.infer({0: array}, share_inputs=True, share_outputs=True)
+            request = self.requests[0]
+            result = request.infer({0: array}, share_inputs=True)  # outputs copied (share_outputs off)
+            return [torch.from_numpy(result[port]) for port in request.model_outputs]
+        rows = array.shape[0] // self.chunks
+        results = [torch.empty((shape[0] * self.chunks, *shape[1:]), dtype=dtype) for shape, dtype in self.outputs]
+        for chunk, request in enumerate(self.requests):
+            for index, result in enumerate(results):
+                part = result[chunk * rows: (chunk + 1) * rows]  # contiguous: a block of leading rows
+                request.set_output_tensor(index, self._ov.Tensor(part.numpy(), shared_memory=True))
+            request.start_async({0: array[chunk * rows: (chunk + 1) * rows]}, share_inputs=True)
+        for request in self.requests:
+            request.wait()
         return results
 
 
@@ -126,16 +138,27 @@ class OpenVINOEngine:
 
     def _compile_static(self, shape: tuple[int, ...]) -> _Compiled | None:
         """A copy of the model reshaped to ``shape``, compiled; None (the dynamic model runs that shape)
-        where the model refuses the reshape."""
+        where the model refuses the reshape.  A batch that splits evenly over the cores is compiled
+        per chunk, one stream per chunk (see :func:`_chunks`)."""
+        chunks = _chunks(shape[0])
         try:
-            model = self.model.clone()
-            model.reshape({model.inputs[0]: self._ov.PartialShape(list(shape))})
-            return _Compiled(self._ov, self._compile(model, "LATENCY"))
+            if chunks > 1:
+                compiled = self._compile_shape((shape[0] // chunks, *shape[1:]), "THROUGHPUT", chunks)
+                result = _Compiled(self._ov, compiled, chunks)
+                if result.outputs is not None and all(s[0] == shape[0] // chunks for s, _ in result.outputs):
+                    return result
+            return _Compiled(self._ov, self._compile_shape(shape, "LATENCY"))
         except RuntimeError:  # what OpenVINO raises for a shape its shape inference rejects
             return None
 
-    def _compile(self, model: Any, hint: str) -> Any:
-        return self._core.compile_model(model, "CPU", {**FLOAT32, "PERFORMANCE_HINT": hint})
+    def _compile_shape(self, shape: tuple[int, ...], hint: str, streams: int | None = None) -> Any:
+        model = self.model.clone()
+        model.reshape({model.inputs[0]: self._ov.PartialShape(list(shape))})
+        return self._compile(model, hint, streams)
+
+    def _compile(self, model: Any, hint: str, streams: int | None = None) -> Any:
+        config = {**FLOAT32, "PERFORMANCE_HINT": hint, **({"NUM_STREAMS": str(streams)} if streams else {})}
+        return self._core.compile_model(model, "CPU", config)
 
     # -- one image per call, images concurrently --------------------------------------------------
     def run_each(self, images: Sequence[Tensor]) -> list[list[Tensor]]:
@@ -164,6 +187,16 @@ class OpenVINOEngine:
         # Copies: the request's output tensors are reused by the next image it runs.
         self._queued[index] = [torch.from_numpy(request.get_output_tensor(i).data.copy())
                                for i in range(len(request.model_outputs))]
+
+
+def _chunks(batch: int) -> int:
+    """How many streams a batch of ``batch`` runs on: one per core when the batch divides evenly, else 1.
+
+    Small convolutions scale poorly over threads: on 2 cores, two streams of one thread on half a
+    batch each beat one stream of two threads on the whole batch (``docs/performance.md``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    chunks = min(batch, cores)
+    return chunks if chunks > 1 and batch % chunks == 0 else 1
 
 
 def _as_array(x: Tensor) -> np.ndarray:
