@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 def merge(baseline: dict, summary: dict) -> dict:
     """``baseline`` with ``summary``'s cases and metrics replacing or joining its own (same mode only).
 
-    The machine and command are the baseline's; ``updates`` lists each merged run's command and time.
+    The machine and command are the baseline's; ``updates`` lists each merged run's command, time,
+    machine and cases (a merged run may come from another machine: compare its ratios only).
     """
     if baseline.get("mode") != summary.get("mode"):
         raise ConfigError(f"cannot merge a {summary.get('mode')!r}-mode run into a {baseline.get('mode')!r}-mode "
@@ -103,6 +104,7 @@ def merge(baseline: dict, summary: dict) -> dict:
               "metrics": {**baseline.get("metrics", {}), **summary.get("metrics", {})}}
     merged["updates"] = [*baseline.get("updates", []), {"command": summary.get("command"),
                                                         "datetime": summary.get("datetime"),
+                                                        "machine": summary.get("machine"),
                                                         "cases": sorted(summary.get("cases", {}))}]
     return merged
 
