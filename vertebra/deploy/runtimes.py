@@ -8,7 +8,8 @@ returns for it, so callers need not know which runtime ran:
 * classification: logits ``Tensor[N, C]``;
 * semantic: ``{"out": Tensor[N, C, H, W]}`` (the main output only; ``aux`` is a training aid);
 * detection / instance: a list of ``{"boxes", "scores", "labels"[, "masks"]}``, one per image (the
-  exported graph takes one image; the runner calls it per image, so images may differ in size).
+  exported graph takes one image; the runner calls it per image, so images may differ in size; the
+  OpenVINO runner runs a batch's images concurrently).
 
 OpenVINO runs through :class:`~.openvino_engine.OpenVINOEngine`, the engine of
 ``vertebra.optimize(model, backend="openvino")`` too: full float32, a static model per recurring input
