@@ -6,6 +6,7 @@
     vertebra bench --compare benchmarks/baselines/cpu.json   # exit 1 on a >10% ratio drop or a metric below tolerance
     vertebra bench --save benchmarks/baselines/cpu.json --chart bench.png
     vertebra bench --from-json results.json --compare benchmarks/baselines/cpu.json   # compare without re-running
+    vertebra bench -k test_deploy --update benchmarks/baselines/cpu.json   # re-record some cases, keep the rest
 
 This tooling lives with the suite it runs (``benchmarks/``, pytest-benchmark), in the source tree,
 not in the installed package: ``vertebra bench`` (``vertebra.cli``) finds this folder in a checkout
@@ -38,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (minutes, not an hour)")
     parser.add_argument("--compare", metavar="BASELINE", help="baseline JSON to gate against (exit 1 on regression)")
     parser.add_argument("--save", metavar="BASELINE", help="write this run's summary as a baseline JSON")
+    parser.add_argument("--update", metavar="BASELINE",
+                        help="merge this run's cases and metrics into an existing baseline of the same mode, "
+                             "keeping its other cases (re-record a -k selection)")
     parser.add_argument("--chart", metavar="PNG", help="write a bar chart of images/s vs torchvision/timm/smp")
     parser.add_argument("--json", metavar="FILE", help="keep pytest-benchmark's raw JSON here")
     parser.add_argument("--from-json", metavar="FILE",
@@ -78,11 +82,31 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(summary, show))
     if args.save:
         print(f"saved baseline: {save_summary(summary, args.save)}")
+    if args.update:
+        print(f"updated baseline: {save_summary(merge(load_summary(args.update), summary), args.update)}")
     if args.chart:
         print(f"chart: {write_chart(summary, args.chart)}")
     if suite_failed:
         print("FAIL: some benchmarks raised (see pytest's output above); their cases are missing", file=sys.stderr)
     return 0 if comparison.ok and not suite_failed else EXIT_REGRESSION
+
+
+def merge(baseline: dict, summary: dict) -> dict:
+    """``baseline`` with ``summary``'s cases and metrics replacing or joining its own (same mode only).
+
+    The machine and command are the baseline's; ``updates`` lists each merged run's command, time,
+    machine and cases (a merged run may come from another machine: compare its ratios only).
+    """
+    if baseline.get("mode") != summary.get("mode"):
+        raise ConfigError(f"cannot merge a {summary.get('mode')!r}-mode run into a {baseline.get('mode')!r}-mode "
+                          "baseline: their sizes differ")
+    merged = {**baseline, "cases": {**baseline.get("cases", {}), **summary.get("cases", {})},
+              "metrics": {**baseline.get("metrics", {}), **summary.get("metrics", {})}}
+    merged["updates"] = [*baseline.get("updates", []), {"command": summary.get("command"),
+                                                        "datetime": summary.get("datetime"),
+                                                        "machine": summary.get("machine"),
+                                                        "cases": sorted(summary.get("cases", {}))}]
+    return merged
 
 
 def find_benchmarks(explicit: str | None = None) -> Path:

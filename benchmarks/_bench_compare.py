@@ -56,6 +56,8 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
                 case[key] = info[key]
         if info.get("references"):
             case["references"] = {name: dict(values) for name, values in info["references"].items()}
+        if info.get("best"):
+            case["best"] = dict(info["best"])
         cases[_case_id(bench)] = case
         for name, metric in (info.get("metrics") or {}).items():
             metrics[name] = dict(metric)
@@ -214,6 +216,9 @@ def format_summary(summary: Mapping[str, Any], comparison: Comparison | None = N
         refs = ", ".join(f"{ref} {_fmt(values.get('ips'))} ({_fmt(values.get('ratio'), 2)}x)"
                          for ref, values in references.items())
         time_s = case.get("median_s")
+        best = case.get("best")
+        if best:
+            refs += f"; best of ours: {best['path']} ({_fmt(best.get('ratio'), 3)}x vs {case.get('primary')})"
         rows.append([name, _fmt(case.get("ours_ips")), refs or "-",
                      _fmt(case.get("gflops")), _fmt(case.get("efficiency"), 2) if "efficiency" in case else "-",
                      _fmt(time_s * 1000 if time_s else None)])

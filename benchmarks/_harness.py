@@ -64,7 +64,8 @@ SETTLE_S = 0.25
 
 def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[str, Callable[[], Any]], *,
                  rounds: int, warmup: int, images: int, gflop: float | None = None,
-                 peak_gflops: float | None = None, peak_key: str | None = None) -> dict[str, Any]:
+                 peak_gflops: float | None = None, peak_key: str | None = None, ours_name: str = "ours",
+                 best_of: tuple[str, ...] = ()) -> dict[str, Any]:
     """Time ``ours`` with pytest-benchmark and every reference in the same rounds; fill ``extra_info``.
 
     ``extra_info`` gets ``images`` (per call), ``ours_ips`` (images/s, median round), and per
@@ -73,7 +74,9 @@ def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[st
     reference's (the primary: torchvision where it has the model).  With ``gflop`` (per call) it
     adds achieved GFLOP/s and, with ``peak_gflops``, the fraction of the measured matmul peak
     (``peak_key`` names that roofline, so the final JSON can use the run's best measurement).
-    Returns ``extra_info``.  With benchmarks disabled (CI's quick mode) everything runs once, untimed.
+    With ``best_of`` (names of references that are also our paths), ``best`` is the fastest of
+    ours (``ours_name``) and those against the primary: ``{"path", "ips", "ratio"}``, ratio the
+    median over rounds of ``primary_time / that_path_time``.  Returns ``extra_info``.  With benchmarks disabled (CI's quick mode) everything runs once, untimed.
     """
     names = list(references)
     ref_times: dict[str, list[float]] = {name: [] for name in names}
@@ -102,6 +105,8 @@ def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[st
         info["references"][name] = {"ips": images / statistics.median(timed), "ratio": statistics.median(ratios)}
     if names:
         info["ratio"] = info["references"][names[0]]["ratio"]
+    if best_of and names:
+        info["best"] = _best_path(ours_name, ours_times, ref_times, best_of, names[0], images)
     if gflop:
         info["gflop"] = gflop
         info["gflops"] = gflop * info["ours_ips"] / images
@@ -109,6 +114,18 @@ def side_by_side(benchmark: Any, ours: Callable[[], Any], references: Mapping[st
             info["peak_gflops"] = peak_gflops
             info["efficiency"] = info["gflops"] / peak_gflops
     return info
+
+
+def _best_path(ours_name: str, ours_times: list[float], ref_times: Mapping[str, list[float]],
+               best_of: tuple[str, ...], primary: str, images: int) -> dict[str, Any]:
+    """The fastest of our paths (ours and the ``best_of`` references) against the primary, round by round."""
+    rounds = len(ours_times)
+    timed = {ours_name: ours_times, **{name: ref_times[name][-rounds:] for name in best_of}}
+    reference = ref_times[primary][-rounds:]
+    ratios = {name: statistics.median([ref / own for ref, own in zip(reference, times)])
+              for name, times in timed.items()}
+    path = max(ratios, key=ratios.get)
+    return {"path": path, "ips": images / statistics.median(timed[path]), "ratio": ratios[path]}
 
 
 def count_flops(fn: Callable[[], Any]) -> float:

@@ -172,6 +172,19 @@ def test_cli_exit_status_follows_the_gate(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_update_merges_a_run_into_a_baseline(tmp_path, capsys):
+    base = _write(tmp_path, "base.json", BASE)
+    run = _write(tmp_path, "run.json", _raw(_bench("test_a[b0]", ratio=1.3, ours_ips=99.0),
+                                            _bench("test_new[x]", ratio=1.1, ours_ips=5.0)))
+    assert cli.main(["bench", "--from-json", run, "--update", base]) == 0
+    merged = load_summary(base)
+    assert merged["cases"]["test_a[b0]"]["ratio"] == 1.3 and merged["cases"]["test_new[x]"]["ratio"] == 1.1
+    assert set(BASE["cases"]) <= set(merged["cases"]) and merged["updates"][-1]["cases"] == ["test_a[b0]", "test_new[x]"]
+    quick = _write(tmp_path, "quick.json", _raw(_bench("test_a[b0]", ratio=1.0, ours_ips=90.0), mode="quick"))
+    assert cli.main(["bench", "--from-json", quick, "--update", base]) == 2
+    assert "cannot merge" in capsys.readouterr().err
+
+
 def test_tooling_is_not_in_the_installed_package():
     package = Path(cli.__file__).resolve().parent
     for name in ("_bench_cli.py", "_bench_compare.py"):
@@ -245,3 +258,13 @@ def test_saved_bytes_counts_saved_tensors_and_checkpoint_inputs():
     kept = counter.measure(lambda: checkpoint(block, x, use_reentrant=False).sum())
     assert kept == 4000  # only the segment's input survives to backward
     assert block[0].weight.grad is not None
+
+
+def test_best_path_is_the_fastest_of_ours_against_the_primary():
+    from _harness import _best_path
+
+    ours = [1.0, 1.0, 1.0]
+    refs = {"openvino": [1.2, 1.1, 1.3], "ort": [0.5, 0.6, 0.5], "eager": [3.0, 3.0, 3.0]}
+    best = _best_path("ours", ours, refs, ("ort",), "openvino", 8)
+    assert best["path"] == "ort" and best["ratio"] == pytest.approx(1.2 / 0.5) and best["ips"] == pytest.approx(16)
+    assert _best_path("ours", ours, refs, (), "openvino", 8) == {"path": "ours", "ips": 8.0, "ratio": 1.2}

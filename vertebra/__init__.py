@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from .lazy import lazy_exports, provide
 
-# name -> the module it lives in; ``optimize`` is the function (vertebra.inference re-exports it), never a module
-_HOMES = {"registry": ".registry", "optimize": ".inference", "load_model": ".deploy.model",
+# name -> the module it lives in; ``optimize`` is the function (the backend dispatcher of
+# vertebra.deploy.backends, whose default backend is vertebra.inference.optimize), never a module
+_HOMES = {"registry": ".registry", "optimize": ".deploy.backends", "load_model": ".deploy.model",
           "Predictor": ".deploy.predict", "quantize": ".quantization.api", "__version__": ".version"}
 __all__ = ["registry", "optimize", "load_model", "Predictor", "quantize", "__version__"]
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import registry
     from .deploy.model import load_model
     from .deploy.predict import Predictor
-    from .inference import optimize
+    from .deploy.backends import optimize
     from .quantization.api import quantize
     from .version import __version__
 

@@ -288,12 +288,14 @@ def test_bad_arguments_are_refused(bad):
 
 
 def test_package_attribute_is_the_function():
-    """``vertebra.optimize`` (and ``vertebra.inference.optimize``) is the function, also after its
-    module ``vertebra/inference/optimize.py`` was imported."""
+    """``vertebra.inference.optimize`` is the function, also after its module
+    ``vertebra/inference/optimize.py`` was imported; ``vertebra.optimize`` is the backend dispatcher
+    (vertebra.deploy.backends) whose default backend is that function."""
     import vertebra.inference.optimize  # noqa: F401  (a submodule import must not shadow the function)
     from vertebra import inference
+    from vertebra.deploy.backends import optimize as dispatcher
 
-    assert vertebra.optimize is optimize and inference.optimize is optimize
+    assert vertebra.optimize is dispatcher and inference.optimize is optimize
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
     assert _count(vertebra.optimize(model), nn.BatchNorm2d) == 0
 

@@ -132,6 +132,8 @@ def export_model(model: nn.Module, fmt: str, path: str | os.PathLike[str], *,
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
     if fmt == "openvino":
+        if path.suffix != ".xml":  # said before minutes of exporting, not after
+            raise ExportError(f"an OpenVINO export is an .xml file (with its .bin beside it), got {str(path)!r}")
         ov = require("openvino", "export to OpenVINO")
         if onnx_file is None:
             with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
@@ -167,8 +169,6 @@ def _save_onnx(model: nn.Module, program: torch.export.ExportedProgram, path: Pa
 
 def _save_openvino(ov: Any, converted: Any, path: Path) -> Path:
     """``openvino.save_model`` in full precision (its default halves the weights to fp16)."""
-    if path.suffix != ".xml":
-        raise ExportError(f"an OpenVINO export is an .xml file (with its .bin beside it), got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         xml = Path(tmp) / path.name

@@ -8,10 +8,12 @@ returns for it, so callers need not know which runtime ran:
 * classification: logits ``Tensor[N, C]``;
 * semantic: ``{"out": Tensor[N, C, H, W]}`` (the main output only; ``aux`` is a training aid);
 * detection / instance: a list of ``{"boxes", "scores", "labels"[, "masks"]}``, one per image (the
-  exported graph takes one image; the runner calls it per image, so images may differ in size).
+  exported graph takes one image; the runner calls it per image, so images may differ in size; the
+  OpenVINO runner runs a batch's images concurrently).
 
-OpenVINO runs in full float32 (``INFERENCE_PRECISION_HINT=f32``): on CPUs with AMX or AVX-512 BF16 its
-default is bfloat16, which moves outputs by about 1e-2 and reorders detections.
+OpenVINO runs through :class:`~.openvino_engine.OpenVINOEngine`, the engine of
+``vertebra.optimize(model, backend="openvino")`` too: full float32, a static model per recurring input
+shape, no copies, and a detector batch's images run concurrently.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ class Runner:
     def __init__(self, run: Callable[[Tensor], list[Tensor]], *, runtime: str, task: str, path: Path,
                  names: Sequence[str]):
         self._run, self.runtime, self.task, self.path, self.names = run, runtime, task, path, list(names)
+        # One-image graphs (detectors): the OpenVINO engine runs a batch's images concurrently.
+        self._run_each = getattr(run, "run_each", None) or (lambda images: [run(image) for image in images])
 
     def __call__(self, batch: Tensor | Sequence[Tensor]) -> Any:
         if self.task in ("detection", "instance"):
-            images = list(batch)
-            return [dict(zip(self.names, self._run(image[None].float().contiguous()))) for image in images]
+            images = [image[None].float().contiguous() for image in batch]
+            return [dict(zip(self.names, outputs)) for outputs in self._run_each(images)]
         if not isinstance(batch, Tensor) or batch.ndim != 4:
             raise ExportError(f"a {self.task} runner takes a Tensor[N, 3, H, W], got "
                               f"{type(batch).__name__}{tuple(getattr(batch, 'shape', ()))}")
@@ -129,12 +133,7 @@ def _load(runtime: str, path: Path) -> Callable[[Tensor], list[Tensor]]:
         name = session.get_inputs()[0].name
         return lambda x: [torch.from_numpy(a) for a in session.run(None, {name: x.numpy()})]
     ov = require("openvino", "the openvino runtime")
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    outputs = list(compiled.outputs)
-    request = compiled.create_infer_request()
+    from .openvino_engine import OpenVINOEngine
 
-    def run_openvino(x: Tensor) -> list[Tensor]:
-        result = request.infer({0: x.numpy()})
-        return [torch.from_numpy(result[o].copy()) for o in outputs]
-    return run_openvino
+    return OpenVINOEngine(ov.Core().read_model(str(path)))
 
