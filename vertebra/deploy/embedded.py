@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import ArtifactError, ConfigError, ExportError
 from ..weights.artifact import Artifact, EmbeddedGraph
 from .export import output_names, require
 from .export import _save_openvino as save_openvino
+from .openvino_engine import OpenVINOEngine, shared_core
 from .runtimes import Runner
 
 __all__ = ["embedded_runtime", "compile_embedded", "embedded_runner", "export_embedded"]
@@ -49,18 +49,8 @@ def _read(graph: EmbeddedGraph) -> tuple[Any, Any]:
     with tempfile.TemporaryDirectory(prefix="vertebra-graph-") as folder:
         for name, data in graph.files.items():
             (Path(folder) / name).write_bytes(data)
-        return ov, _core(ov).read_model(str(Path(folder) / "model.xml"))
+        return ov, shared_core().read_model(str(Path(folder) / "model.xml"))
 
-
-_CORE: Any = None
-
-
-def _core(ov: Any) -> Any:
-    """One OpenVINO ``Core`` for every embedded graph: a model is compiled by the Core that read it."""
-    global _CORE
-    if _CORE is None:
-        _CORE = ov.Core()
-    return _CORE
 
 
 def compile_embedded(graph: EmbeddedGraph) -> Any:
@@ -70,7 +60,7 @@ def compile_embedded(graph: EmbeddedGraph) -> Any:
     OpenVINO runner): the difference to the float model is then quantization's alone.
     """
     ov, model = _read(graph)
-    return _core(ov).compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return shared_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def export_embedded(graph: EmbeddedGraph, fmt: str, path: Path) -> Path:
@@ -86,12 +76,6 @@ def export_embedded(graph: EmbeddedGraph, fmt: str, path: Path) -> Path:
 def embedded_runner(model: nn.Module, artifact: Artifact) -> Runner:
     """A :class:`Runner` over ``artifact``'s embedded graph (``model`` is its float model: output names)."""
     assert artifact.graph is not None
-    compiled = compile_embedded(artifact.graph)
-    outputs = list(compiled.outputs)
-    request = compiled.create_infer_request()
-
-    def run(x: Tensor) -> list[Tensor]:
-        result = request.infer({0: x.numpy()})
-        return [torch.from_numpy(result[o].copy()) for o in outputs]
-    return Runner(run, runtime=artifact.graph.runtime, task=artifact.task, path=None,
+    _, graph_model = _read(artifact.graph)
+    return Runner(OpenVINOEngine(graph_model), runtime=artifact.graph.runtime, task=artifact.task, path=None,
                   names=output_names(model))
