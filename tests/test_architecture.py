@@ -29,7 +29,7 @@ ROOT = Path(vertebra.__file__).parent
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package root", (PACKAGE, "vertebra.__main__")),
     ("cli", ("vertebra.cli",)),
-    ("engine", ("vertebra.engine", "vertebra.deploy")),
+    ("engine", ("vertebra.engine", "vertebra.deploy", "vertebra.quantization")),
     ("data and metrics", ("vertebra.data", "vertebra.metrics")),
     ("registry", ("vertebra.registry",)),
     ("plugins", ("vertebra.plugins",)),

@@ -39,6 +39,7 @@ NO_RUN = {
     "bench": "runs the benchmark suite (minutes to an hour); tests/test_bench.py covers the tooling",
     "plugin-package": "files of a separate installable package; examples/vertebra-plugin-example is tested",
     "export": "exports a model (tens of seconds per format on a CPU); tests/deploy covers every head and format",
+    "quantize": "calibrates and quantizes a model (tens of seconds); tests/quantization covers the CLI and API",
     "fails-on-purpose": "shows an error exit (status 2); tests/test_cli.py checks the error exits",
 }
 

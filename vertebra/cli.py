@@ -43,6 +43,8 @@ COMMANDS: dict[str, Command] = {
                        "predict with a trained model artifact on image files: results, overlays, summary"),
     "export": Command("vertebra.deploy._cli_export",
                       "export a model artifact to ONNX, OpenVINO or pt2 (detectors included), with a JSON sidecar"),
+    "quantize": Command("vertebra.quantization._cli",
+                        "post-training int8 of a model artifact, calibrated on images (an int8 artifact)"),
     "quickstart": Command("vertebra.engine._quickstart",
                           "generate data, then train and evaluate a small detector and segmenter"),
     "bench": Command("vertebra.cli:BenchFromCheckout",

@@ -21,6 +21,7 @@ __all__ = [
     "PluginError",
     "WeightsError",
     "InputError",
+    "QuantizationError",
     "DataError",
     "CheckpointError",
     "ArtifactError",
@@ -113,6 +114,11 @@ class ExportError(VertebraError, ValueError):
 
 class MissingExtraError(VertebraError, ImportError):
     """An optional dependency that is not installed; the message names the ``pip install`` to run."""
+
+
+class QuantizationError(VertebraError, ValueError):
+    """A model that cannot be quantized as asked: no usable calibration images, too few of them, or a
+    head the chosen backend cannot quantize; the message names the alternative."""
 
 
 class InputError(VertebraError, ValueError):

@@ -52,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     size = tuple(args.size) if args.size else _default_size(artifact.preprocessing)
     out = Path(args.out) if args.out else Path(args.model).with_suffix(SUFFIXES[args.format])
-    path = export_model(model, args.format, out, example_size=size, dynamic=args.dynamic, opset=args.opset)
+    if artifact.graph is not None:   # int8: the graph quantize made, as it is (dynamic height and width)
+        from .embedded import export_embedded
+
+        if not args.dynamic:
+            raise ExportError("the graph of an int8 artifact is already made, dynamic in height and width; "
+                              "leave out --static")
+        path = export_embedded(artifact.graph, args.format, out)
+    else:
+        path = export_model(model, args.format, out, example_size=size, dynamic=args.dynamic, opset=args.opset)
     sidecar = {
         "format": args.format, "sidecar_version": SIDECAR_VERSION, "file": path.name,
         "head": head_name(model), "task": artifact.task, "class_names": list(artifact.class_names),
@@ -64,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                   "range": "[0, 1] float32, RGB" + ("; normalised inside the graph" if is_detector(model) else
                                                     "; apply preprocessing.mean/std first")},
         "outputs": output_names(model), "config": artifact.config,
+        "precision": artifact.graph.precision if artifact.graph is not None else "float32",
     }
     with atomic_open(f"{path}.json", "w", encoding="utf-8") as handle:
         json.dump(sidecar, handle, indent=2, default=_plain)

@@ -23,8 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="minimum score kept: detections (default 0.5) or top-k classes (default 0); "
                              "semantic models take none")
-    parser.add_argument("--runtime", default="torch", help="torch (default), onnxruntime or openvino "
-                        '(the last two: pip install "vertebra[deploy]")')
+    parser.add_argument("--runtime", default=None, help="torch (the default for a float artifact), onnxruntime or "
+                        'openvino (the last two: pip install "vertebra[deploy]"; openvino is the default for an '
+                        "int8 artifact from 'vertebra quantize')")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call, at most (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (torch runtime)")
     parser.add_argument("--top-k", type=int, default=5, help="classes reported per image (classification; default 5)")

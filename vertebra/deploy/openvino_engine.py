@@ -41,7 +41,7 @@ from torch import Tensor
 from ..errors import ExportError
 from .export import require
 
-__all__ = ["OpenVINOEngine", "MAX_STATIC_SHAPES", "FLOAT32"]
+__all__ = ["OpenVINOEngine", "MAX_STATIC_SHAPES", "FLOAT32", "shared_core"]
 
 FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
 MAX_STATIC_SHAPES = 4
@@ -49,6 +49,24 @@ _STATIC_AFTER = 2                      # calls with one shape before it gets its
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64,
                  np.dtype(np.int32): torch.int32, np.dtype(np.float64): torch.float64,
                  np.dtype(np.bool_): torch.bool, np.dtype(np.uint8): torch.uint8}
+
+
+_CORE: Any = None
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``: every vertebra path reads and compiles models with it.
+
+    A model read by one Core and compiled by another, after the first was gone, crashed the process
+    later (a segfault in unrelated code, tests/engine then tests/test_docs); OpenVINO recommends one
+    Core per process anyway (it holds the plugins and their thread pools).
+    """
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = require("openvino", "OpenVINO").Core()
+        return _CORE
 
 
 class _Compiled:
@@ -101,7 +119,7 @@ class OpenVINOEngine:
             raise ExportError(f"the OpenVINO engine runs models with one input, this one has {len(model.inputs)}")
         self.model = model
         self.static_shapes = static_shapes
-        self._core = self._ov.Core()
+        self._core = shared_core()
         self._lock = threading.Lock()
         self._dynamic: Any = None
         self._static: OrderedDict[tuple[int, ...], _Compiled | None] = OrderedDict()

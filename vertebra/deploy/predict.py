@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError, MissingExtraError
 from ..validation import check_choice, check_positive_int
 from ..weights.artifact import Artifact
+from .embedded import embedded_runner, embedded_runtime
 from .export import INSTALL_HINT
 from .images import ImageFailure, ImageSource, find_images, load_image
 from .model import load_model, model_artifact
@@ -168,7 +169,8 @@ class Predictor:
     Args:
         model: the artifact, or a model carrying ``model.artifact`` (:func:`~vertebra.load_model`).
         runtime: ``torch`` (the model itself), ``onnxruntime`` or ``openvino`` (exported on first use
-            into ``workdir``; needs ``pip install "vertebra[deploy]"``).
+            into ``workdir``; needs ``pip install "vertebra[deploy]"``).  ``None`` (the default): the
+            runtime of the graph an int8 artifact embeds, else ``torch``.
         device: where the torch runtime runs: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         batch_size: images per model call, at most (see the module docstring).
         threshold: minimum score of a detection / of a top-k class; default 0.5 for detection and
@@ -178,19 +180,21 @@ class Predictor:
         workdir: where a non-torch runtime keeps its exported model (default: a temporary folder).
     """
 
-    def __init__(self, model: str | os.PathLike[str] | nn.Module, *, runtime: str = "torch",
+    def __init__(self, model: str | os.PathLike[str] | nn.Module, *, runtime: str | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 8, threshold: float | None = None,
                  top_k: int = 5, progress: bool | None = None, workdir: str | os.PathLike[str] | None = None):
-        self.runtime = check_choice(runtime, RUNTIMES, "runtime")
-        if runtime != "torch" and str(device) not in ("cpu", "auto"):
-            raise ConfigError(f"--runtime {runtime} runs on the CPU here; --device {device} applies to the torch "
-                              "runtime only", path="device")
-        self.device = resolve_device(device) if runtime == "torch" else torch.device("cpu")
+        if runtime is not None:
+            check_choice(runtime, RUNTIMES, "runtime")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.top_k = check_positive_int(top_k, "top_k")
         if not isinstance(model, nn.Module):
-            model = load_model(model, device=self.device)
+            model = load_model(model)
         self.artifact: Artifact = model_artifact(model)
+        self.runtime = embedded_runtime(self.artifact, runtime)
+        if self.runtime != "torch" and str(device) not in ("cpu", "auto"):
+            raise ConfigError(f"--runtime {self.runtime} runs on the CPU here; --device {device} applies to the "
+                              "torch runtime only", path="device")
+        self.device = resolve_device(device) if self.runtime == "torch" else torch.device("cpu")
         self.threshold = check_threshold(threshold, self.artifact.task)
         self.progress = progress
         self.model = model.to(self.device).eval()
@@ -207,6 +211,8 @@ class Predictor:
     def _runner(self, workdir: str | os.PathLike[str] | None) -> Runner:
         if self.runtime == "torch":
             return self.model
+        if self.artifact.graph is not None:
+            return embedded_runner(self.model, self.artifact)
         module = _EXTRA_MODULES[self.runtime]
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(f"--runtime {self.runtime} needs the {module!r} package, which is not "

@@ -133,7 +133,7 @@ def _load(runtime: str, path: Path) -> Callable[[Tensor], list[Tensor]]:
         name = session.get_inputs()[0].name
         return lambda x: [torch.from_numpy(a) for a in session.run(None, {name: x.numpy()})]
     ov = require("openvino", "the openvino runtime")
-    from .openvino_engine import OpenVINOEngine
+    from .openvino_engine import OpenVINOEngine, shared_core
 
-    return OpenVINOEngine(ov.Core().read_model(str(path)))
+    return OpenVINOEngine(shared_core().read_model(str(path)))
 

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig",
+    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig",
     "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
 
@@ -92,6 +92,22 @@ class ScheduleConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """Quantization-aware training (``mode: qat``): fine-tune the model with int8 fake quantizers.
+
+    The quantizers go in before the first step, their ranges calibrated on ``calibration_batches``
+    training batches; from epoch ``freeze_bn_epoch`` (0-based, null: never) BatchNorm statistics stop
+    moving, from ``freeze_quantizers_epoch`` the quantizer ranges stop learning -- the QAT recipe's
+    last epochs settle the weights under fixed ranges.  The run writes an int8 artifact.
+    """
+
+    mode: Literal["off", "qat"] = "off"
+    calibration_batches: int = 4
+    freeze_bn_epoch: int | None = None
+    freeze_quantizers_epoch: int | None = None
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs.  ``model`` is a registry config (``{head, backbone, ...}``).
 
@@ -121,6 +137,7 @@ class TrainConfig:
     init_weights: str | None = None            # a file or named entry for vertebra.weights.load_weights
     out: str | None = None                     # output folder; the CLI's --out wins
     max_steps_per_epoch: int | None = None     # cap for smoke tests / quick runs
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)   # mode: qat (docs/quantization.md)
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -239,6 +256,9 @@ _RANGES = (
     ("data.num_train", _finite(1), "at least 1"),
     ("data.num_val", _finite(1), "at least 1"),
     ("data.image_size", _finite(1), "at least 1"),
+    ("quantization.calibration_batches", _finite(1), "at least 1"),
+    ("quantization.freeze_bn_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),
+    ("quantization.freeze_quantizers_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),
 )
 
 

@@ -21,7 +21,7 @@ from .config import DataConfig
 from .distributed import EpochSampler
 
 __all__ = ["DataBundle", "prepare_shapes", "instances_data", "semantic_data", "classification_data",
-           "make_loader"]
+           "make_loader", "train_images_folder"]
 
 
 @dataclass
@@ -93,6 +93,17 @@ def _coco_paths(config: DataConfig, out_dir: Path) -> tuple[Path, Path, Path, Pa
                           f"(image folders and instances_*.json files)", path="data")
     root = Path(config.root) if config.root else Path(".")
     return tuple(root / getattr(config, name) for name in names)  # type: ignore[return-value]
+
+
+def train_images_folder(config: DataConfig, out_dir: Path) -> Path:
+    """The folder of training images of any layout (what int8 calibration reads); the shapes set
+    must already be generated (:func:`prepare_shapes`)."""
+    if config.format in ("shapes", "coco"):
+        return _coco_paths(config, out_dir)[0]
+    if config.train_images is None:
+        raise ConfigError(f"data.format={config.format!r} needs data.train_images (the image folder)",
+                          path="data.train_images")
+    return Path(config.root or ".") / config.train_images
 
 
 # -- one reader per layout family ----------------------------------------------------------------------

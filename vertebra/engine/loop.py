@@ -33,6 +33,7 @@ from .data import make_loader
 from .distributed import EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier, sync_buffers
 from .evaluation import draw_predictions, run_evaluation
 from .optim import build_optimizer, build_scheduler
+from .qat import QatRun
 from .report import JsonlLog, plot_curves
 from .run import PreparedRun, prepare_run
 from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler
@@ -76,6 +77,9 @@ class _Run:
         self.model = prepared.model
         if config.bn_momentum is not None:
             set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
+        self.qat = QatRun(self.model, config, self.bundle.train) if config.quantization.mode == "qat" else None
+        if self.qat is not None:
+            self.model = self.qat.model
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)
@@ -153,10 +157,11 @@ class _Run:
         # COCO ids of labels 1..K (index 0, background, has none): predict writes them in results.json
         category_ids = ([label_to_category.get(i) for i in range(len(self.bundle.class_names))]
                         if label_to_category else None)
-        save_artifact(self.out_dir / ARTIFACT_NAME, model.state_dict(), task=self.config.task,
+        state, graph = self.qat.artifact_parts(model, self.epoch) if self.qat else (model.state_dict(), None)
+        save_artifact(self.out_dir / ARTIFACT_NAME, state, task=self.config.task,
                       config=self.model.config, class_names=self.bundle.class_names,
                       preprocessing=self.spec.preprocessing(self.config.data), metadata=metadata,
-                      category_ids=category_ids)
+                      category_ids=category_ids, graph=graph)
 
     def resume(self) -> None:
         path = self.checkpoint_path
@@ -223,6 +228,8 @@ class _Run:
         """This epoch's remaining batches: the order and the augmentation follow (seed, epoch) alone."""
         config = self.config
         self.train_module.train()
+        if self.qat is not None:
+            self.qat.on_train(self.epoch)
         self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
         self.train_data.set_epoch(self.epoch)
         return iter(make_loader(self.train_data, self.train_sampler, config.batch_size, self.bundle,

@@ -28,6 +28,7 @@ from .config import TrainConfig, parse_config
 from .data import DataBundle
 from .distributed import DistInfo, barrier, init_from_env
 from .runtime import resolve_device, seed_everything
+from .qat import check_qat
 from .tasks import Task, TaskSpec, task_spec
 
 __all__ = ["PreparedRun", "prepare_run", "check_config", "build_model", "read_checkpoint"]
@@ -58,6 +59,7 @@ def check_config(config: TrainConfig | dict) -> TrainConfig:
         config = parse_config(config)
     task_spec(config.task)
     _check_model(config.model)
+    check_qat(config)
     return config
 
 

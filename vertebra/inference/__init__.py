@@ -21,8 +21,8 @@ in-place SE gate used while tracing), ``backbone`` (the optimized backbone class
 
 from __future__ import annotations
 
-from .eager import attach_eager
+from .eager import attach_eager, detach_eager
 from .folding import inference_folding
 from .optimize import OptimizationReport, optimize  # binds the function over its submodule's name
 
-__all__ = ["attach_eager", "inference_folding", "optimize", "OptimizationReport"]
+__all__ = ["attach_eager", "detach_eager", "inference_folding", "optimize", "OptimizationReport"]

@@ -20,10 +20,12 @@ import sys
 from torch import nn
 
 from ..backbones import Backbone
-from .atrous import skip_padding_taps
-from .folding import fold_conv_norm_activations
+from torchvision.ops import Conv2dNormActivation
 
-__all__ = ["attach_eager"]
+from .atrous import AtrousConv2d, skip_padding_taps
+from .folding import FoldingConv2dNormActivation, fold_conv_norm_activations
+
+__all__ = ["attach_eager", "detach_eager"]
 
 # The ASPP classes whose dilated branches may skip padding-only taps (module, class name).  Looked up
 # in sys.modules: a model can only hold one if its module was imported, and smp stays unimported.
@@ -47,4 +49,19 @@ def attach_eager(model: nn.Module) -> nn.Module:
             fold_conv_norm_activations(module)
         elif aspp and isinstance(module, aspp):
             skip_padding_taps(module)
+    return model
+
+
+def detach_eager(model: nn.Module) -> nn.Module:
+    """Undo :func:`attach_eager` in place: torchvision's plain classes again; returns ``model``.
+
+    For tools that trace every call a model makes and must see the same ops in training and in
+    evaluation -- quantization-aware training inserts fake quantizers by the functions it sees, and
+    a fold that only runs in evaluation would hide the convolutions it wraps.
+    """
+    for module in model.modules():
+        if type(module) is FoldingConv2dNormActivation:
+            module.__class__ = Conv2dNormActivation
+        elif type(module) is AtrousConv2d:
+            module.__class__ = nn.Conv2d
     return model

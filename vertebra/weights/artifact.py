@@ -14,7 +14,10 @@ so an artifact carries them all:
 - the tensors of the state dict, and a SHA-256 over them and the rest of the header
   (:mod:`vertebra.weights.digest`, the digest training checkpoints carry too), checked on every
   read (a flipped byte in the file is refused instead of loading as a slightly different model),
-- free-form ``metadata`` (where it came from, metrics) for people, never interpreted.
+- free-form ``metadata`` (where it came from, metrics) for people, never interpreted,
+- optionally an :class:`EmbeddedGraph`: a model already compiled for one runtime (the int8 OpenVINO
+  IR that ``vertebra quantize`` writes), stored as byte tensors so the digest covers it too.  The
+  float weights stay beside it: the artifact still rebuilds the model it was made from.
 
 The file is safetensors: raw tensors plus a string header (here JSON), so reading it runs no code,
 unlike a pickle.  ``format`` and ``version`` in the header let a reader refuse a file it does not
@@ -35,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,7 +48,7 @@ from ..validation import check_choice, check_positive_int
 from .digest import content_digest
 
 __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "READABLE_VERSIONS", "TASKS", "RESIZE_MODES", "Preprocessing",
-           "Artifact", "save_artifact", "read_artifact", "check_category_ids", "tensor_digest"]
+           "Artifact", "EmbeddedGraph", "save_artifact", "read_artifact", "check_category_ids", "tensor_digest"]
 
 ARTIFACT_FORMAT = "vertebra-model"
 ARTIFACT_VERSION = 2                # 2: category_ids in the header
@@ -105,6 +109,23 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class EmbeddedGraph:
+    """A runtime's own files of the model (``{"model.xml": bytes, "model.bin": bytes}`` for OpenVINO).
+
+    ``runtime`` is what runs them, ``precision`` what they compute in (``int8``), ``info`` how they
+    were made (backend, calibration, how many ops run in int8) -- read by people and reports only.
+    """
+
+    runtime: str
+    precision: str
+    files: dict[str, bytes] = field(repr=False)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+_GRAPH_PREFIX = "graph/"   # tensor names of embedded files; state-dict keys never contain "/"
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A model artifact as read from disk; ``state_dict`` loads strictly into ``build_from_config(config)``."""
 
@@ -116,6 +137,7 @@ class Artifact:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The data set's category id of each class index (``None``: background, or not COCO-trained).
     category_ids: tuple[int | None, ...] | None = None
+    graph: EmbeddedGraph | None = None
 
 
 def check_category_ids(category_ids: Any, class_names: Sequence[str]) -> tuple[int | None, ...] | None:
@@ -161,11 +183,13 @@ def _artifact_digest(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -
 def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, task: str,
                   config: Mapping[str, Any] | None = None, class_names: Sequence[str],
                   preprocessing: Preprocessing, metadata: Mapping[str, Any] | None = None,
-                  category_ids: Sequence[int | None] | None = None) -> Path:
+                  category_ids: Sequence[int | None] | None = None,
+                  graph: EmbeddedGraph | None = None) -> Path:
     """Write ``model`` (a module, or its state dict with ``config``) as an artifact at ``path``, atomically.
 
     ``config`` defaults to ``model.config`` (every registry-built model has one).  ``category_ids``:
     the COCO category id of each class index (:func:`check_category_ids`), for COCO-trained models.
+    ``graph`` embeds a runtime's compiled files beside the weights.
     """
     from safetensors.torch import save
 
@@ -188,6 +212,11 @@ def save_artifact(path: PathLike, model: nn.Module | Mapping[str, Tensor], *, ta
     header = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "task": task, "config": dict(config),
               "class_names": names, "preprocessing": preprocessing.to_dict(),
               "category_ids": list(ids) if ids is not None else None, "metadata": dict(metadata or {})}
+    if graph is not None:
+        header["graph"] = {"runtime": graph.runtime, "precision": graph.precision, "files": sorted(graph.files),
+                           "info": dict(graph.info)}
+        for name, data in graph.files.items():
+            tensors[_GRAPH_PREFIX + name] = torch.tensor(np.frombuffer(data, dtype=np.uint8))   # a copy it owns
     header = json.loads(json.dumps(header))     # the digest covers what a reader gets back from JSON
     header["sha256"] = _artifact_digest(header, tensors)
     blob = save(tensors, metadata={"vertebra": json.dumps(header)})
@@ -212,8 +241,9 @@ def read_artifact(path: PathLike) -> Artifact:
         metadata = dict(header.get("metadata") or {})
         return Artifact(task=check_choice(header["task"], TASKS, "task"), config=dict(header["config"]),
                         class_names=class_names, preprocessing=Preprocessing.from_dict(header["preprocessing"]),
-                        state_dict=tensors, metadata=metadata,
-                        category_ids=_category_ids(header, metadata, class_names))
+                        state_dict={k: v for k, v in tensors.items() if not k.startswith(_GRAPH_PREFIX)},
+                        metadata=metadata, category_ids=_category_ids(header, metadata, class_names),
+                        graph=_embedded_graph(header.get("graph"), tensors))
     except (KeyError, TypeError, ValueError) as error:  # ConfigError is a ValueError
         raise ArtifactError(f"{str(file)!r} has a malformed artifact header ({error})") from error
 
@@ -240,6 +270,15 @@ def _category_ids(header: Mapping[str, Any], metadata: Mapping[str, Any],
         return check_category_ids(metadata.get("category_ids"), class_names)
     except ConfigError:       # version 1 metadata was free-form: a value that does not fit means nothing
         return None
+
+
+def _embedded_graph(entry: Any, tensors: Mapping[str, Tensor]) -> EmbeddedGraph | None:
+    """The header's ``graph`` entry and its byte tensors (KeyError/TypeError when they do not match)."""
+    if entry is None:
+        return None
+    files = {str(name): tensors[_GRAPH_PREFIX + name].numpy().tobytes() for name in entry["files"]}
+    return EmbeddedGraph(runtime=str(entry["runtime"]), precision=str(entry["precision"]), files=files,
+                         info=dict(entry.get("info") or {}))
 
 
 def _read(file: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
