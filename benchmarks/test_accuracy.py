@@ -126,15 +126,21 @@ def _digits_model(epochs: int, train_count: int, batch: int = 64, lr: float = 0.
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
     for _ in range(epochs):
-        shuffled = train[torch.randperm(len(train), generator=generator)]
-        for start in range(0, len(shuffled), batch):
-            chosen = shuffled[start:start + batch]
-            loss = F.cross_entropy(model(images[chosen]), labels[chosen])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        _digits_epoch(model, optimizer, images, labels, train, generator, batch, schedule)
     return model.eval(), images, labels, train, val
+
+
+def _digits_epoch(model, optimizer, images, labels, train, generator, batch: int, schedule=None) -> None:
+    """One pass over ``train`` (indices, reshuffled by ``generator``) in batches of ``batch``."""
+    shuffled = train[torch.randperm(len(train), generator=generator)]
+    for start in range(0, len(shuffled), batch):
+        chosen = shuffled[start:start + batch]
+        loss = F.cross_entropy(model(images[chosen]), labels[chosen])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -217,13 +223,7 @@ def _digits_qat(epochs: int, train_count: int, qat_epochs: int, batch: int = 64,
     for epoch in range(qat_epochs):
         model.train()
         apply_freezes(model, settings, epoch, float_keys)
-        shuffled = train[torch.randperm(len(train), generator=generator)]
-        for start in range(0, len(shuffled), batch):
-            chosen = shuffled[start:start + batch]
-            loss = F.cross_entropy(model(images[chosen]), labels[chosen])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        _digits_epoch(model, optimizer, images, labels, train, generator, batch)
     compiled = compile_embedded(int8_graph(model, images[:1], epoch=qat_epochs))
     int8_logits = torch.from_numpy(compiled(images[val].numpy())[0])
     from vertebra.quantization.report import cosine_similarity

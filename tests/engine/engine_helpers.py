@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
 
 import torch
 from PIL import Image
@@ -82,3 +84,11 @@ def killed_mid_write(target) -> None:
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 9, result.stderr.decode()
+
+
+def sigterm_at(epoch, step):
+    """An ``on_step`` callback that sends this process SIGTERM after step ``step`` of epoch ``epoch``."""
+    def on_step(current_epoch, current_step):
+        if (current_epoch, current_step) == (epoch, step):
+            os.kill(os.getpid(), signal.SIGTERM)
+    return on_step

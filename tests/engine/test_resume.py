@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -12,7 +11,7 @@ from vertebra.engine import NonFiniteLossError, train
 from vertebra.engine import tasks as tasks_module
 from vertebra.errors import CheckpointError
 
-from engine_helpers import tiny
+from engine_helpers import sigterm_at, tiny
 
 # 12 training images, batch 4: three steps per epoch, so a stop can land in the middle of one.
 # EMA on, so its state is part of what must match.
@@ -38,13 +37,6 @@ def assert_same_run(a, b):
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
     assert [r for r in a["history"] if r["kind"] != "train"] == [r for r in b["history"] if r["kind"] != "train"]
-
-
-def sigterm_at(epoch, step):
-    def on_step(current_epoch, current_step):
-        if (current_epoch, current_step) == (epoch, step):
-            os.kill(os.getpid(), signal.SIGTERM)
-    return on_step
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ second epoch, in which the kill stops the run.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import tiny  # noqa: E402
+from engine_helpers import sigterm_at, tiny  # noqa: E402
 
 import vertebra  # noqa: E402
 from vertebra.engine import train  # noqa: E402
@@ -31,13 +29,6 @@ def qat_config(**quantization):
                   quantization={**QAT, **quantization})
     config["data"]["num_train"] = 12
     return config
-
-
-def _kill_at(epoch, step):
-    def on_step(current_epoch, current_step):
-        if (current_epoch, current_step) == (epoch, step):
-            os.kill(os.getpid(), signal.SIGTERM)
-    return on_step
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +82,7 @@ def test_freezes_stop_batchnorm_statistics_and_quantizer_ranges_from_their_epoch
 def test_qat_resumes_after_a_kill_to_the_same_weights(uninterrupted, tmp_path):
     out, _ = uninterrupted
     run = tmp_path / "run"
-    stopped = train(qat_config(), out_dir=run, progress=False, on_step=_kill_at(1, 1))   # stops mid-epoch 2 (after its 2nd step)
+    stopped = train(qat_config(), out_dir=run, progress=False, on_step=sigterm_at(1, 1))   # stops mid-epoch 2 (after its 2nd step)
     assert stopped.stopped_by == "SIGTERM"
     resumed = train(qat_config(), out_dir=run, progress=False, resume=True)
     assert resumed.epochs_done == 2

@@ -47,15 +47,15 @@ INSTALL_HINT = 'pip install "vertebra[deploy]"'
 _EXAMPLE_BATCH = 2  # torch.export specializes a dimension seen as 0 or 1; trace at 2 to keep N dynamic
 
 
-def require(module: str, purpose: str) -> Any:
-    """Import an optional dependency, or raise :class:`MissingExtraError` naming the install command."""
+def require(module: str, purpose: str, install: str = INSTALL_HINT) -> Any:
+    """Import an optional dependency, or raise :class:`MissingExtraError` naming ``install``, the command."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(f"{purpose} needs the {module.split('.')[0]!r} package, which is not installed; "
-                                f"run: {INSTALL_HINT}") from exc
+                                f"run: {install}") from exc
 
 
 def head_name(model: nn.Module) -> str:

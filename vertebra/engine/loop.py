@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import check_output_folder, output_errors
+from ..deploy.model import ARTIFACT_NAME
 from ..errors import CheckpointError, ConfigError
 from ..norms import set_batchnorm
 from . import checkpoint as ckpt
@@ -41,7 +42,6 @@ from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context
 __all__ = ["train", "RunResult"]
 
 CHECKPOINT_NAME = "last.pth"
-ARTIFACT_NAME = "model.safetensors"
 
 
 @dataclass

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-ARTIFACT_NAME = "model.safetensors"
+from ..deploy.model import ARTIFACT_NAME
+
 REPORT_NAME = "quantization.json"
 
 

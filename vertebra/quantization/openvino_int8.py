@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ..deploy.detection import is_detector
-from ..deploy.export import deployable, export_model
-from ..errors import MissingExtraError, QuantizationError
+from ..deploy.export import deployable, export_model, require
+from ..errors import QuantizationError
 
 __all__ = ["INSTALL_HINT", "quantize_for_openvino", "float_graph", "convert_module", "graph_files",
            "require_quantize_extra"]
@@ -34,16 +34,8 @@ INSTALL_HINT = 'pip install "vertebra[quantize]"'
 
 def require_quantize_extra() -> tuple[Any, Any]:
     """``(nncf, openvino)``, or a :class:`MissingExtraError` naming the install command."""
-    import importlib
-
-    modules = []
-    for name in ("nncf", "openvino"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ImportError as error:
-            raise MissingExtraError(f"int8 quantization needs the {name!r} package, which is not installed; "
-                                    f"run: {INSTALL_HINT}") from error
-    return modules[0], modules[1]
+    return (require("nncf", "int8 quantization", INSTALL_HINT),
+            require("openvino", "int8 quantization", INSTALL_HINT))
 
 
 def float_graph(model: nn.Module, example: Tensor, scratch: Path) -> Any:
