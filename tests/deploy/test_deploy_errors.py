@@ -116,6 +116,7 @@ def test_cli_missing_model_and_missing_images(artifacts, tmp_path, capsys):
     assert cli.main(["predict", str(artifacts["detection"]), "--images", str(tmp_path / "nowhere"),
                      "--out", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()      # nothing written for a typo in --images
 
 
 def test_a_non_torch_runtime_gets_its_runner_from_deploy_runtimes(artifacts, monkeypatch, tmp_path):

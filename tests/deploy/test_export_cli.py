@@ -122,6 +122,15 @@ def test_exports_are_cached_by_fingerprint(tmp_path, monkeypatch):
     assert runtimes.fingerprint(model) not in first.path.name
 
 
+def test_a_detector_threshold_changed_after_building_changes_the_fingerprint():
+    model = registry.build("fasterrcnn_fpn", backbone="mobilenet_v3_small", num_classes=3, min_size=64,
+                           max_size=64).eval()
+    before = runtimes.fingerprint(model)
+    assert runtimes.fingerprint(model) == before          # stable: a cache that always misses is no cache
+    model.roi_heads.score_thresh = 0.3                    # baked into the exported graph
+    assert runtimes.fingerprint(model) != before
+
+
 def test_predict_call_form_takes_the_task_from_the_artifact(artifact, tmp_path):
     art = read_artifact(artifact)
     model = registry.build_from_config(art.config)

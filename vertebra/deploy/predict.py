@@ -237,9 +237,12 @@ class Predictor:
                      keep_images: bool = False) -> Iterator[Prediction | ImageFailure]:
         """Predictions (and failures) one image at a time, in input order: a folder of any size
         streams through with one batch in memory.  ``keep_images`` keeps each decoded image."""
+        return self._predict_sources(_sources(images), keep_images)
+
+    def _predict_sources(self, sources: list[ImageSource | _InMemory],
+                         keep_images: bool) -> Iterator[Prediction | ImageFailure]:
         from tqdm.auto import tqdm
 
-        sources = _sources(images)
         show = self.progress if self.progress is not None else (
             len(sources) > self.batch_size and sys.stderr.isatty())
         with tqdm(total=len(sources), desc="predict", unit="img", disable=not show, leave=False) as bar:
@@ -293,10 +296,11 @@ class Predictor:
             from .truth import GroundTruth
 
             truth = GroundTruth(ground_truth, masks=self.task == "semantic")
+        sources = _sources(images)      # a missing path fails here, before out_dir exists
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         writer = make_writer(self, out, overlays=overlays, ground_truth=truth)
-        for item in self.iter_predict(images, keep_images=overlays):
+        for item in self._predict_sources(sources, keep_images=overlays):
             writer.add(item)
         return writer.close()
 

@@ -62,12 +62,32 @@ class Runner:
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A short hash of ``model``'s config and tensors: the cache key of its exports."""
+    """A short hash of ``model``'s config, plain settings and tensors: the cache key of its exports.
+
+    The settings are the modules' plain attributes (a detector's ``roi_heads.score_thresh``, its
+    transform's ``min_size`` ...): they are baked into the exported graph, and a user may change
+    them after building, where neither the config nor the state_dict sees it.
+    """
     digest = hashlib.sha256(json.dumps(getattr(model, "config", None), sort_keys=True, default=str).encode())
+    digest.update(json.dumps(_plain_settings(model), sort_keys=True).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _plain_settings(model: nn.Module) -> dict[str, Any]:
+    """Every module's public JSON-plain attributes (not ``training``: exports are made in eval mode)."""
+    settings: dict[str, Any] = {}
+    for prefix, module in model.named_modules():
+        for key, value in vars(module).items():
+            if key.startswith("_") or key == "training" or callable(value):
+                continue
+            try:
+                settings[f"{prefix}.{key}"] = json.loads(json.dumps(value))
+            except (TypeError, ValueError):
+                continue                  # an object (a module list, a tensor helper): not a setting
+    return settings
 
 
 def make_runner(model: nn.Module, runtime: Any, workdir: Any = None, *rest: Any, task: str | None = None,
