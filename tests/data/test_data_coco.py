@@ -116,6 +116,17 @@ def test_missing_image_file(make_coco):
         CocoDetection(image_dir, ann_file)
 
 
+@pytest.mark.parametrize("file_name", ["../outside.jpg", "sub/../../outside.jpg", "/tmp/outside.jpg"])
+def test_a_file_name_outside_the_image_folder_is_refused(make_coco, file_name):
+    image_dir, ann_file = make_coco([(1, "a.jpg", 32, 32)], [])
+    (image_dir.parent / "outside.jpg").write_bytes((image_dir / "a.jpg").read_bytes())  # it exists
+    record = json.loads(ann_file.read_text())
+    record["images"][0]["file_name"] = file_name
+    ann_file.write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"image id 1 .*outside the image folder.*relative"):
+        CocoDetection(image_dir, ann_file)
+
+
 def test_undecodable_image_names_file_and_record(make_coco):
     image_dir, ann_file = make_coco([(1, "a.jpg", 32, 32), (2, "b.jpg", 32, 32)], [])
     (image_dir / "b.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Sequence
 
 import numpy as np
@@ -125,7 +125,12 @@ def check_image_files(coco: COCO, image_dir: PathLike, ann_file: PathLike) -> Pa
         raise DataError(f"image folder {str(directory)!r} does not exist (annotations: {str(ann_file)!r})")
     for image_id in sorted(coco.imgs):
         record = coco.imgs[image_id]
-        if not (directory / record["file_name"]).is_file():
+        name = PurePath(record["file_name"])
+        if name.is_absolute() or ".." in name.parts:  # the data set stays inside its image folder
+            raise DataError(f"image id {image_id} of {str(ann_file)!r} names file {record['file_name']!r}, "
+                            f"which is outside the image folder; file_name must be a path relative to "
+                            f"{str(directory)!r} without '..' (a subfolder such as 'train/0001.jpg' is fine)")
+        if not (directory / name).is_file():
             raise DataError(f"image id {image_id} of {str(ann_file)!r} names file {record['file_name']!r}, "
                             f"which is missing from {str(directory)!r}")
     return directory
