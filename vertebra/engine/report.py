@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_open
 from ..text import format_table
 
 __all__ = ["JsonlLog", "read_jsonl", "plot_curves", "save_image_grid", "metrics_table", "KEY_METRICS"]
@@ -29,6 +30,12 @@ class JsonlLog:
     def write(self, record: Mapping[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(_plain(record), sort_keys=False) + "\n")
+
+    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the whole log with ``records`` in one step (a resumed run's history): an
+        interruption leaves the old log or the new one, never a truncated one."""
+        with atomic_open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(_plain(record), sort_keys=False) + "\n" for record in records)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -248,6 +248,7 @@ class TaskSpec:
     read: Callable[[DataConfig, Path], DataBundle]   # the two splits from the data section
     formats: tuple[str, ...]                          # data.format values ``read`` accepts
     preprocessing: Callable[[DataConfig], Preprocessing]   # the evaluation transform, as data
+    primary_metric: str = "AP"                        # what best.pth keeps the best of (higher is better)
 
     def prepare_data(self, config: DataConfig, out_dir: Path) -> None:
         """Generate the built-in shapes set when the config asks for it and this task reads it."""
@@ -266,10 +267,11 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("detection", DetectionTask, partial(instances_data, task="detection", masks=False),
              ("shapes", "coco"), _detection_preprocessing),
     TaskSpec("instance", InstanceTask, partial(instances_data, task="instance", masks=True), ("shapes", "coco"),
-             _detection_preprocessing),
-    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder"), _semantic_preprocessing),
+             _detection_preprocessing, primary_metric="segm_AP"),
+    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder"), _semantic_preprocessing,
+             primary_metric="mIoU"),
     TaskSpec("classification", ClassificationTask, classification_data, ("image_folder",),
-             _classification_preprocessing),
+             _classification_preprocessing, primary_metric="top1"),
 )}
 
 
