@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig",
+    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig", "FinetuneConfig",
     "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
 
@@ -108,6 +108,28 @@ class QuantizationConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Start from weights trained for something else: another class count, another head, a backbone.
+
+    ``weights``: a file (``.pth`` / ``.safetensors``: a state dict, a training checkpoint, an
+    artifact, a ``best.pth``) or a named checkpoint.  Every tensor whose name and shape fit is
+    loaded; the rest of the model keeps its fresh initialisation, and what does not fit is dropped;
+    the run logs which (:mod:`vertebra.engine.finetune`).  A file that fits no part of the model is
+    tried as weights for its backbone alone (an ImageNet classifier under a detector).
+    ``frozen_stages``: the backbone's stem and first N stages get no gradient (and keep their
+    BatchNorm statistics); ``batchnorm``: what every BatchNorm of the backbone does while training
+    (``train``: update statistics, ``eval``: keep the loaded statistics, ``frozen``:
+    FrozenBatchNorm2d, statistics and affine fixed); ``backbone_lr_mult``: the backbone's learning
+    rate as a multiple of ``optimizer.lr`` (0.1 is common for pretrained backbones).
+    """
+
+    weights: str | None = None
+    frozen_stages: int = 0
+    batchnorm: Literal["train", "eval", "frozen"] = "train"
+    backbone_lr_mult: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs.  ``model`` is a registry config (``{head, backbone, ...}``).
 
@@ -134,7 +156,8 @@ class TrainConfig:
                                                # short runs from scratch want ~0.1 so running stats keep up
     eval_every: int = 1                        # epochs between evaluations (the last is always evaluated)
     log_every: int = 20                        # optimizer steps between 'step' records in metrics.jsonl
-    init_weights: str | None = None            # a file or named entry for vertebra.weights.load_weights
+    init_weights: str | None = None            # weights of this very architecture (a previous run), loaded strictly
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)   # weights that fit in part, freezing
     out: str | None = None                     # output folder; the CLI's --out wins
     max_steps_per_epoch: int | None = None     # cap for smoke tests / quick runs
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)   # mode: qat (docs/quantization.md)
@@ -206,6 +229,9 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(f"EMA decay must be between 0 and 1 (e.g. 0.999), got {config.ema}", path="ema")
     if config.bn_momentum is not None and not 0.0 < config.bn_momentum <= 1.0:
         raise ConfigError(f"must be in (0, 1] or null, got {config.bn_momentum}", path="bn_momentum")
+    if config.init_weights and config.finetune.weights:
+        raise ConfigError("set one of init_weights (this architecture's own weights, loaded strictly) and "
+                          "finetune.weights (loads what fits)", path="finetune.weights")
     if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
         raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
     for path, check, what in _RANGES:
@@ -256,6 +282,8 @@ _RANGES = (
     ("data.num_train", _finite(1), "at least 1"),
     ("data.num_val", _finite(1), "at least 1"),
     ("data.image_size", _finite(1), "at least 1"),
+    ("finetune.frozen_stages", _finite(0), "0 or more (stages of the backbone, counted from the stem)"),
+    ("finetune.backbone_lr_mult", _finite(0), "a finite number >= 0 (0 keeps the backbone's weights)"),
     ("quantization.calibration_batches", _finite(1), "at least 1"),
     ("quantization.freeze_bn_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),
     ("quantization.freeze_quantizers_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),

@@ -37,6 +37,7 @@ from .config import TrainConfig, parse_config
 from .data import make_loader
 from .distributed import EpochSampler, SeededSamples, all_reduce_sum, barrier, launch_env, sync_buffers
 from .evaluation import draw_predictions, run_evaluation
+from .finetune import backbone_parameters, load_start_weights
 from .optim import build_optimizer, build_scheduler
 from .qat import QatRun
 from .report import JsonlLog, plot_curves
@@ -71,6 +72,7 @@ class _Run(RunFiles):
         self.dist, self.device, self.bundle, self.task = prepared.dist, prepared.device, prepared.bundle, prepared.task
         self.spec = prepared.spec
         self.model = prepared.model
+        self.eval_norms = prepared.eval_norms
         if config.bn_momentum is not None:
             set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
         self.qat = QatRun(self.model, config, self.bundle.train) if config.quantization.mode == "qat" else None
@@ -79,7 +81,8 @@ class _Run(RunFiles):
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)
-        self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.optimizer = build_optimizer(self.model, config.optimizer, backbone=backbone_parameters(self.model),
+                                         backbone_lr_mult=config.finetune.backbone_lr_mult)
         self.train_data = SeededSamples(self.bundle.train, seed=config.seed)
         self.train_sampler = EpochSampler(len(self.bundle.train), shuffle=True, seed=config.seed,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
@@ -143,6 +146,8 @@ class _Run(RunFiles):
         """This epoch's remaining batches: the order and the augmentation follow (seed, epoch) alone."""
         config = self.config
         self.train_module.train()
+        for norm in self.eval_norms:          # finetune.batchnorm: eval
+            norm.eval()
         if self.qat is not None:
             self.qat.on_train(self.epoch)
         self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
@@ -263,9 +268,15 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
     claim = (claim_run_folder(out, RUN_OUTPUTS, resume=resume, overwrite=overwrite)
              if launch_env().rank == 0 else contextlib.nullcontext())   # rank 0 alone writes there
     with claim:
-        run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
+        prepared = prepare_run(config, out)
+        start = None if resume else load_start_weights(prepared.model, config)   # before EMA / QAT copy it
+        run = _Run(prepared, progress=progress, on_step=on_step)
         if resume:
             run.resume(allow_changed)
+        elif start is not None:
+            run._record(start.record())
+            if run.dist.is_main:
+                tqdm.write("\n".join(start.lines()))
         return _train(run, config, out)
 
 
