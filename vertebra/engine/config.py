@@ -40,7 +40,9 @@ class DataConfig:
     ``format``: ``shapes`` generates vertebra's built-in COCO set (into ``root``, default
     ``<out>/data``) and reads it like ``coco``; ``coco`` reads ``instances_*.json`` + image folders
     (detection, instance, and semantic via category masks); ``mask_folder`` reads image/mask folder
-    pairs (semantic); ``image_folder`` reads class sub-folders (classification).
+    pairs (semantic; ``classes`` names the mask values); ``image_folder`` reads class sub-folders
+    (classification).  Without validation paths, ``val_split`` holds out a deterministic fraction of
+    the training set (:func:`vertebra.engine.data.split_indices`).  docs/training.md has every key.
     """
 
     format: Literal["shapes", "coco", "mask_folder", "image_folder"] = "shapes"
@@ -50,6 +52,8 @@ class DataConfig:
     val_images: str | None = None
     val_annotations: str | None = None
     categories: list | None = None      # semantic: subset (names or ids) mapped to 1..K
+    classes: list | None = None         # mask_folder: the names of the mask values 0..K-1 (0: background)
+    val_split: float | None = None      # no val_* paths: this fraction of the training set, held out
     size: int | None = 128              # transform size; None keeps the native size
     num_workers: int = 0
     # only for format=shapes
@@ -229,6 +233,9 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(f"EMA decay must be between 0 and 1 (e.g. 0.999), got {config.ema}", path="ema")
     if config.bn_momentum is not None and not 0.0 < config.bn_momentum <= 1.0:
         raise ConfigError(f"must be in (0, 1] or null, got {config.bn_momentum}", path="bn_momentum")
+    if config.data.classes is not None and config.data.format != "mask_folder":
+        raise ConfigError(f"names the mask values of format 'mask_folder'; format {config.data.format!r} takes "
+                          f"its class names from the data (COCO categories, class folders)", path="data.classes")
     if config.init_weights and config.finetune.weights:
         raise ConfigError("set one of init_weights (this architecture's own weights, loaded strictly) and "
                           "finetune.weights (loads what fits)", path="finetune.weights")
@@ -279,6 +286,11 @@ _RANGES = (
     ("max_steps_per_epoch", _finite(1, optional=True), "at least 1, or null"),
     ("data.size", _finite(1, optional=True), "at least 1, or null for the native size"),
     ("data.num_workers", _finite(0), "0 or more"),
+    ("data.val_split", _finite(0, 1, open_low=True, open_high=True, optional=True),
+     "a fraction between 0 and 1 (e.g. 0.1), or null when val_images / val_annotations are given"),
+    ("data.classes", lambda v: v is None or (isinstance(v, list) and len(v) >= 2 and len(set(map(str, v))) == len(v)
+                                             and all(isinstance(n, str) and n for n in v)),
+     "a list of at least 2 distinct class names (mask value 0 first), or null"),
     ("data.num_train", _finite(1), "at least 1"),
     ("data.num_val", _finite(1), "at least 1"),
     ("data.image_size", _finite(1), "at least 1"),
