@@ -233,12 +233,6 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError(f"EMA decay must be between 0 and 1 (e.g. 0.999), got {config.ema}", path="ema")
     if config.bn_momentum is not None and not 0.0 < config.bn_momentum <= 1.0:
         raise ConfigError(f"must be in (0, 1] or null, got {config.bn_momentum}", path="bn_momentum")
-    if config.data.classes is not None and config.data.format != "mask_folder":
-        raise ConfigError(f"names the mask values of format 'mask_folder'; format {config.data.format!r} takes "
-                          f"its class names from the data (COCO categories, class folders)", path="data.classes")
-    if config.init_weights and config.finetune.weights:
-        raise ConfigError("set one of init_weights (this architecture's own weights, loaded strictly) and "
-                          "finetune.weights (loads what fits)", path="finetune.weights")
     if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
         raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
     for path, check, what in _RANGES:
@@ -246,6 +240,12 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
         value = getattr(getattr(config, section) if section else config, name)
         if not check(value):
             raise ConfigError(f"must be {what}, got {value!r}", path=path)
+    if config.data.classes is not None and config.data.format != "mask_folder":
+        raise ConfigError(f"names the mask values of format 'mask_folder'; format {config.data.format!r} takes "
+                          f"its class names from the data (COCO categories, class folders)", path="data.classes")
+    if config.init_weights and config.finetune.weights:
+        raise ConfigError("set one of init_weights (this architecture's own weights, loaded strictly) and "
+                          "finetune.weights (loads what fits)", path="finetune.weights")
     return config
 
 
@@ -270,13 +270,13 @@ def _numbers(check, length: int | None = None):
 #: raw ValueError from torch.optim, numpy or the schedule when the run starts.
 _RANGES = (
     ("optimizer.lr", _finite(0, open_low=True), "a finite positive number"),
-    ("optimizer.momentum", _finite(0), "a finite number >= 0"),
+    ("optimizer.momentum", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.9"),
     ("optimizer.weight_decay", _finite(0), "a finite number >= 0"),
     ("optimizer.betas", _numbers(_finite(0, 1, open_high=True), 2), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
-    ("optimizer.alpha", _finite(0), "a finite number >= 0"),
+    ("optimizer.alpha", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.9 (RMSProp's smoothing)"),
     ("optimizer.eps", _finite(0, optional=True), "a finite number >= 0, or null for the optimizer's default"),
     ("schedule.warmup_epochs", _finite(0), "a finite number of epochs >= 0"),
-    ("schedule.warmup_factor", _finite(0), "a finite number >= 0"),
+    ("schedule.warmup_factor", _finite(0, 1), "a number in [0, 1]: the lr multiplier warmup starts from"),
     ("schedule.min_lr_ratio", _finite(0, 1), "a number in [0, 1]"),
     ("schedule.milestones", _numbers(_finite(0)), "a list of epochs >= 0"),
     ("schedule.gamma", _finite(0, open_low=True), "a finite positive number"),
