@@ -32,6 +32,8 @@ _EXPORTS = {
     "segmentation_transforms": ".transforms",
     "classification_transforms": ".transforms",
     "collate_detection": ".transforms",
+    "batch_mix": ".transforms",
+    "AUTO_AUGMENT": ".transforms",
     "IMAGENET_MEAN": ".transforms",
     "IMAGENET_STD": ".transforms",
     "split_indices": ".split",
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .semantic import COCO_VOC_CATEGORY_IDS, IGNORE_INDEX, CocoSemantic, MaskFolderSegmentation
     from .shapes import SHAPE_CATEGORIES, ShapesPaths, generate_shapes
     from .split import Split, coco_subset, split_indices
-    from .transforms import (IMAGENET_MEAN, IMAGENET_STD, classification_transforms, collate_detection,
-                             detection_transforms, segmentation_transforms)
+    from .transforms import (AUTO_AUGMENT, IMAGENET_MEAN, IMAGENET_STD, batch_mix, classification_transforms,
+                             collate_detection, detection_transforms, segmentation_transforms)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

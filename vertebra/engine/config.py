@@ -28,9 +28,43 @@ from ..errors import ConfigError
 from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig", "FinetuneConfig",
+    "TrainConfig", "DataConfig", "AugmentConfig", "AUGMENT_TASKS", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig", "FinetuneConfig",
     "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation recipes (``data.augment``), all from ``torchvision.transforms.v2``.
+
+    ``hflip`` (every task): horizontal-flip probability.  Classification: ``auto_augment``
+    (``none``, ``autoaugment``, ``randaugment``, ``trivialaugment``, ``augmix``), ``random_erasing``
+    (probability), ``label_smoothing`` (of the cross-entropy targets), ``mixup_alpha`` /
+    ``cutmix_alpha`` (0: off; both: one of them per batch).  Detection / instance: ``scale_jitter``
+    (``[low, high]`` factors of ``data.size``; large-scale jitter is ``[0.1, 2.0]``), ``iou_crop``,
+    ``zoom_out``.  Semantic: ``scale_range`` (the random crop's share of the image area).  A key
+    set for a task it does not apply to is refused (:data:`AUGMENT_TASKS`).
+    """
+
+    hflip: float = 0.5
+    auto_augment: Literal["none", "autoaugment", "randaugment", "trivialaugment", "augmix"] = "none"
+    random_erasing: float = 0.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    scale_jitter: list | None = None
+    iou_crop: bool = False
+    zoom_out: bool = False
+    scale_range: list = field(default_factory=lambda: [0.5, 1.0])
+
+
+#: The tasks each ``data.augment`` key applies to (``hflip`` applies to all).
+AUGMENT_TASKS = {
+    "auto_augment": ("classification",), "random_erasing": ("classification",),
+    "label_smoothing": ("classification",), "mixup_alpha": ("classification",), "cutmix_alpha": ("classification",),
+    "scale_jitter": ("detection", "instance"), "iou_crop": ("detection", "instance"),
+    "zoom_out": ("detection", "instance"), "scale_range": ("semantic",),
+}
 
 
 @dataclass
@@ -56,6 +90,7 @@ class DataConfig:
     val_split: float | None = None      # no val_* paths: this fraction of the training set, held out
     size: int | None = 128              # transform size; None keeps the native size
     num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)   # training-time recipes
     # only for format=shapes
     num_train: int = 64
     num_val: int = 16
@@ -236,10 +271,18 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
     if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
         raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
     for path, check, what in _RANGES:
-        section, _, name = path.rpartition(".")
-        value = getattr(getattr(config, section) if section else config, name)
+        *sections, name = path.split(".")
+        owner = config
+        for section in sections:
+            owner = getattr(owner, section)
+        value = getattr(owner, name)
         if not check(value):
             raise ConfigError(f"must be {what}, got {value!r}", path=path)
+    defaults = AugmentConfig()
+    for key, tasks in AUGMENT_TASKS.items():
+        if getattr(config.data.augment, key) != getattr(defaults, key) and config.task not in tasks:
+            raise ConfigError(f"applies to task {' / '.join(tasks)}, and this run's task is {config.task!r}; "
+                              f"remove it", path=f"data.augment.{key}")
     if config.data.classes is not None and config.data.format != "mask_folder":
         raise ConfigError(f"names the mask values of format 'mask_folder'; format {config.data.format!r} takes "
                           f"its class names from the data (COCO categories, class folders)", path="data.classes")
@@ -294,6 +337,15 @@ _RANGES = (
     ("data.num_train", _finite(1), "at least 1"),
     ("data.num_val", _finite(1), "at least 1"),
     ("data.image_size", _finite(1), "at least 1"),
+    ("data.augment.hflip", _finite(0, 1), "a probability in [0, 1]"),
+    ("data.augment.random_erasing", _finite(0, 1), "a probability in [0, 1]"),
+    ("data.augment.label_smoothing", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.1"),
+    ("data.augment.mixup_alpha", _finite(0), "a finite number >= 0 (0: off; torchvision's recipes use 0.2)"),
+    ("data.augment.cutmix_alpha", _finite(0), "a finite number >= 0 (0: off; torchvision's recipes use 1.0)"),
+    ("data.augment.scale_jitter", lambda v: v is None or (_numbers(_finite(0, open_low=True), 2)(v) and v[0] <= v[1]),
+     "two factors [low, high], 0 < low <= high (large-scale jitter: [0.1, 2.0]), or null"),
+    ("data.augment.scale_range", lambda v: _numbers(_finite(0, 1, open_low=True), 2)(v) and v[0] <= v[1],
+     "two area fractions [low, high], 0 < low <= high <= 1, e.g. [0.5, 1.0]"),
     ("finetune.frozen_stages", _finite(0), "0 or more (stages of the backbone, counted from the stem)"),
     ("finetune.backbone_lr_mult", _finite(0), "a finite number >= 0 (0 keeps the backbone's weights)"),
     ("quantization.calibration_batches", _finite(1), "at least 1"),

@@ -165,8 +165,10 @@ def instances_data(config: DataConfig, out_dir: Path, *, task: str, masks: bool)
     def make(holdout: bool) -> tuple[Any, Any]:
         # Detection models resize internally (GeneralizedRCNNTransform), so validation images keep
         # their size: predictions then come back in the original coordinates COCOeval expects.
-        train = vdata.CocoDetection(train_images, train_ann, vdata.detection_transforms(True, config.size),
-                                    with_masks=masks)
+        augment = config.augment
+        train = vdata.CocoDetection(train_images, train_ann, vdata.detection_transforms(
+            True, config.size, hflip=augment.hflip, scale_jitter=augment.scale_jitter, iou_crop=augment.iou_crop,
+            zoom_out=augment.zoom_out), with_masks=masks)
         val = vdata.CocoDetection(train_images if holdout else val_images, train_ann if holdout else val_ann,
                                   vdata.detection_transforms(False, None), with_masks=masks)
         return train, val
@@ -187,7 +189,7 @@ def semantic_data(config: DataConfig, out_dir: Path) -> DataBundle:
         train_images, train_ann, val_images, val_ann = _coco_paths(config, out_dir)
 
         def make(holdout: bool) -> tuple[Any, Any]:
-            return (vdata.CocoSemantic(train_images, train_ann, vdata.segmentation_transforms(True, size),
+            return (vdata.CocoSemantic(train_images, train_ann, _segmentation_train(config),
                                        categories=config.categories),
                     vdata.CocoSemantic(train_images if holdout else val_images, train_ann if holdout else val_ann,
                                        vdata.segmentation_transforms(False, size), categories=config.categories))
@@ -222,8 +224,7 @@ def _mask_folder_data(config: DataConfig) -> DataBundle:
         images, masks = root / config.train_images, root / config.train_annotations
         val_images, val_masks = (images, masks) if holdout else (root / config.val_images,
                                                                  root / config.val_annotations)
-        return (vdata.MaskFolderSegmentation(images, masks, vdata.segmentation_transforms(True, config.size),
-                                             classes=config.classes),
+        return (vdata.MaskFolderSegmentation(images, masks, _segmentation_train(config), classes=config.classes),
                 vdata.MaskFolderSegmentation(val_images, val_masks, vdata.segmentation_transforms(False, config.size),
                                              classes=config.classes))
 
@@ -247,13 +248,25 @@ def classification_data(config: DataConfig, out_dir: Path) -> DataBundle:
 
     def make(holdout: bool) -> tuple[Any, Any]:
         val_folder = root / (config.train_images if holdout else config.val_images)
-        return (vdata.ImageFolderClassification(root / config.train_images,
-                                                vdata.classification_transforms(True, config.size)),
+        augment = config.augment
+        return (vdata.ImageFolderClassification(root / config.train_images, vdata.classification_transforms(
+                    True, config.size, hflip=augment.hflip, auto_augment=augment.auto_augment,
+                    random_erasing=augment.random_erasing)),
                 vdata.ImageFolderClassification(val_folder, vdata.classification_transforms(False, config.size)))
 
     train, val, _ = _two_splits(config, make, holdout, str(root / config.train_images))
     names = list(getattr(train, "classes", []))
-    return DataBundle(train, val, len(names), names)
+    augment = config.augment    # batch-level recipes: the training step applies them (ClassificationTask)
+    extra = {"mix": vdata.batch_mix(len(names), augment.mixup_alpha, augment.cutmix_alpha),
+             "label_smoothing": augment.label_smoothing}
+    return DataBundle(train, val, len(names), names, extra=extra)
+
+
+def _segmentation_train(config: DataConfig) -> Any:
+    from .. import data as vdata
+
+    return vdata.segmentation_transforms(True, config.size, hflip=config.augment.hflip,
+                                         scale_range=config.augment.scale_range)
 
 
 def _category_names(dataset: Any) -> list[str]:

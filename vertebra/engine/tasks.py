@@ -183,8 +183,12 @@ class ClassificationTask(Task):
 
     def loss(self, model, batch):
         images, labels = batch
+        mix = self.bundle.extra.get("mix")              # data.augment mixup / cutmix -> soft labels
+        if mix is not None:
+            images, labels = mix(images, labels)
         logits = model(self._images(images))
-        loss = F.cross_entropy(logits, labels.to(self.device))
+        loss = F.cross_entropy(logits, labels.to(self.device),
+                               label_smoothing=self.bundle.extra.get("label_smoothing", 0.0))
         return loss, {"loss_ce": loss.detach()}, images.shape[0]
 
     def eval_reset(self) -> None:
