@@ -72,6 +72,15 @@ def test_a_used_folder_is_refused_and_overwrite_replaces_only_run_outputs(finish
         train(tiny("semantic"), out_dir=out, allow_changed=True)
 
 
+def test_a_rank_other_than_0_refuses_a_used_folder_too_without_claiming_it(finished, tmp_path, monkeypatch):
+    out = copy(finished, tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")                   # refused before joining the process group
+    with pytest.raises(OutputError, match="already holds a run"):
+        train(tiny("semantic"), out_dir=out, progress=False)
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_the_cli_refuses_a_used_folder_naming_overwrite(finished, tmp_path, capsys):
     out = copy(finished, tmp_path)
     config = tmp_path / "config.yaml"

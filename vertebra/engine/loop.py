@@ -42,7 +42,7 @@ from .optim import build_optimizer, build_scheduler
 from .qat import QatRun
 from .report import JsonlLog, plot_curves
 from .run import PreparedRun, check_config, prepare_run
-from .rundir import claim_run_folder
+from .rundir import claim_run_folder, refuse_used_folder
 from .saving import BEST_NAME, CHECKPOINT_NAME, LOG_NAME, RUN_OUTPUTS, RunFiles
 from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler
 
@@ -265,8 +265,11 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
     config = dataclasses.replace(config, out=str(out))
     check_output_folder(out, probe=True)      # a read-only or misplaced --out fails now, not after an epoch
     check_config(config)                      # a refused config leaves no folder (nor lock) behind
-    claim = (claim_run_folder(out, RUN_OUTPUTS, resume=resume, overwrite=overwrite)
-             if launch_env().rank == 0 else contextlib.nullcontext())   # rank 0 alone writes there
+    if launch_env().rank == 0:                # rank 0 alone writes there
+        claim = claim_run_folder(out, RUN_OUTPUTS, resume=resume, overwrite=overwrite)
+    else:
+        refuse_used_folder(out, resume=resume, overwrite=overwrite)
+        claim = contextlib.nullcontext()
     with claim:
         prepared = prepare_run(config, out)
         start = None if resume else load_start_weights(prepared.model, config)   # before EMA / QAT copy it

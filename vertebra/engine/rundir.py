@@ -15,7 +15,8 @@ Three rules, checked by :func:`claim_run_folder` before anything is written ther
   with a warning.  A lock from another host cannot be checked, so it holds until removed by hand;
 * the lock is released (removed) when the run ends, however it ends.
 
-Under DDP only rank 0 claims the folder: the other ranks write nothing there.
+Under DDP only rank 0 claims the folder (the other ranks write nothing there); the others refuse a
+used folder too (:func:`refuse_used_folder`), so a refused run stops on every rank.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from ..atomic import _process_alive, output_errors, temporary_prefix
 from ..errors import OutputError
 
-__all__ = ["LOCK_NAME", "KEPT_ENTRIES", "claim_run_folder", "read_lock", "previous_run_entries"]
+__all__ = ["LOCK_NAME", "KEPT_ENTRIES", "claim_run_folder", "refuse_used_folder", "read_lock", "previous_run_entries"]
 
 LOCK_NAME = "run.lock"
 #: Entries a new run may find in its folder without it counting as used: the shapes set generated
@@ -72,17 +73,27 @@ def claim_run_folder(folder: Path, outputs: Iterable[str], *, resume: bool, over
     """
     _take_lock(folder)
     try:
-        used = previous_run_entries(folder)
+        used = refuse_used_folder(folder, resume=resume, overwrite=overwrite)
         if used and not resume:
-            if not overwrite:
-                shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
-                raise OutputError(f"{str(folder)!r} already holds a run ({shown}); continue it with --resume, "
-                                  f"replace it with --overwrite, or pass another --out")
             names = set(outputs)
             _remove_previous_run(folder, [name for name in used if name in names])
         yield
     finally:
         _release_lock(folder)
+
+
+def refuse_used_folder(folder: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse an earlier run's folder unless ``resume`` or ``overwrite``; returns what it holds.
+
+    Changes nothing, so the ranks that do not claim the folder (DDP ranks other than 0) call it too
+    and stop with rank 0 instead of waiting for it at the rendezvous.
+    """
+    used = previous_run_entries(folder)
+    if used and not (resume or overwrite):
+        shown = ", ".join(used[:5]) + (", ..." if len(used) > 5 else "")
+        raise OutputError(f"{str(folder)!r} already holds a run ({shown}); continue it with --resume, "
+                          f"replace it with --overwrite, or pass another --out")
+    return used
 
 
 def _take_lock(folder: Path) -> None:

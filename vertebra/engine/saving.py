@@ -38,10 +38,11 @@ BEST_FORMAT = "vertebra-best-weights/1"
 LOG_NAME = "metrics.jsonl"
 #: Every file a run writes into its folder: what ``overwrite`` removes before a new run starts.
 RUN_OUTPUTS = (CHECKPOINT_NAME, BEST_NAME, ARTIFACT_NAME, LOG_NAME, "curves.png", "predictions.png")
-#: Config keys a resumed run may change: where and how fast it runs, how often it reports; none of
-#: them changes the weights it reaches (the data order and augmentation do not depend on workers).
+#: Config keys a resumed run may change: where and how fast it runs, how often it reports, and the
+#: starting weights a resume does not read again; none of them changes the weights it reaches (the
+#: data order and augmentation do not depend on workers).
 RESUME_MAY_CHANGE = frozenset({"out", "device", "threads", "data.num_workers", "eval_every", "log_every",
-                               "eval_batch_size"})
+                               "eval_batch_size", "init_weights", "finetune.weights"})
 
 
 def _checksum(model: nn.Module) -> float:
