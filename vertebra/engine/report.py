@@ -99,9 +99,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, title
         figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with atomic_open(path, "wb") as handle:     # a reader never sees half a PNG
+            figure.savefig(handle, dpi=100, format="png")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -117,8 +119,8 @@ def save_image_grid(images: Iterable[Tensor], path: str | Path, *, columns: int 
               for image in images]
     grid = make_grid(torch.stack(padded), nrow=min(columns, len(padded)), padding=4, pad_value=255)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(path)
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(handle, format="PNG")
     return path
 
 
