@@ -45,3 +45,21 @@ def test_check_command_refuses_a_malformed_record_in_one_line(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: annotation file") and "instances_train.json" in last
     assert f"annotation id {data['annotations'][0]['id']}" in last and "area 'big'" in last
+
+
+def test_check_command_understands_box_only_detection_data(tmp_path, capsys):
+    """Valid box-only COCO is detection data: counted objects, exit 0 even with --strict (issue 16)."""
+    main(["data", "shapes", "--out", str(tmp_path), "--num-train", "2", "--num-val", "1", "--size", "32"])
+    capsys.readouterr()
+    ann_file = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(ann_file.read_text())
+    objects = len(data["annotations"])
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    ann_file.write_text(json.dumps(data))
+    assert main(["data", "check", str(ann_file), "--images", str(tmp_path / "train"), "--strict"]) == 0
+    assert f"{objects} objects (boxes: detection)" in capsys.readouterr().out and objects > 0
+    # asked to check it for instance segmentation, the missing masks are what --strict refuses
+    assert main(["data", "check", str(ann_file), "--images", str(tmp_path / "train"), "--strict",
+                 "--task", "instance"]) == 2
+    assert "unusable annotation" in capsys.readouterr().err

@@ -40,10 +40,10 @@ def tiny(task: str, **top) -> dict:
     return config
 
 
-def write_image_folder(root) -> None:
-    """Three colour classes, 4 train / 2 val images each, 32 px: enough for ImageFolder + top-k."""
+def write_image_folder(root, classes: int = 3) -> None:
+    """``classes`` colour classes (at most 3), 4 train / 2 val images each, 32 px: enough for ImageFolder + top-k."""
     generator = torch.Generator().manual_seed(0)
-    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    colours = dict(list({"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items())[:classes])
     for split, count in (("train", 4), ("val", 2)):
         for name, colour in colours.items():
             folder = root / split / name

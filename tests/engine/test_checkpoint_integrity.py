@@ -73,7 +73,8 @@ def test_resume_refuses_a_damaged_checkpoint(damaged):
 def test_resume_of_the_intact_checkpoint_continues(run, tmp_path):
     out = tmp_path / "intact"
     shutil.copytree(run, out)
-    result = train(tiny("semantic", epochs=2), out_dir=out, resume=True, progress=False)
+    # the run trained 1 epoch; continuing to 2 changes the schedule, so it is allowed explicitly
+    result = train(tiny("semantic", epochs=2), out_dir=out, resume=True, allow_changed=True, progress=False)
     assert result.epochs_done == 2
 
 
@@ -156,7 +157,7 @@ def test_resume_and_eval_refuse_nan_weights(run, tmp_path, capsys):
 def test_resume_with_an_optimizer_state_that_does_not_fit(run, tmp_path):
     out = rewrite(run, tmp_path, lambda state: state["optimizer"].update(param_groups=[]))
     with pytest.raises(CheckpointError, match=r"'optimizer' state does not fit"):
-        train(tiny("semantic", epochs=2), out_dir=out, resume=True, progress=False)
+        train(tiny("semantic", epochs=2), out_dir=out, resume=True, allow_changed=True, progress=False)
 
 
 def test_eval_and_resume_with_an_ema_state_that_does_not_fit(run, tmp_path, capsys):
@@ -164,4 +165,4 @@ def test_eval_and_resume_with_an_ema_state_that_does_not_fit(run, tmp_path, caps
     code = main(["eval", str(out / "config.yaml"), "--checkpoint", str(out / "last.pth")])
     assert code == 2 and "'ema' state does not fit" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="'ema' state does not fit"):
-        train(tiny("semantic", epochs=2, ema=0.9), out_dir=out, resume=True, progress=False)
+        train(tiny("semantic", epochs=2, ema=0.9), out_dir=out, resume=True, allow_changed=True, progress=False)

@@ -110,14 +110,14 @@ def test_a_full_disk_at_the_checkpoint_is_one_line(tmp_path, monkeypatch, capsys
 
 
 def test_eval_prints_the_metrics_before_a_failing_predictions_png(run, tmp_path, monkeypatch, capsys):
-    real_save = Image.Image.save
+    real_mkstemp = atomic.tempfile.mkstemp
 
-    def save(image, path, *args, **kwargs):   # the generated data still lands; only the PNG cannot
-        if str(path).endswith("predictions.png"):
+    def mkstemp(*args, **kwargs):   # the generated data still lands; only the PNG (written atomically) cannot
+        if "predictions.png" in kwargs.get("prefix", ""):
             failing(errno.EROFS)()
-        return real_save(image, path, *args, **kwargs)
+        return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
     code = main(["eval", str(run / "config.yaml"), "--checkpoint", str(run / "last.pth"),
                  "--out", str(tmp_path / "ev")])
     captured = capsys.readouterr()

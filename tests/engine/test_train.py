@@ -102,12 +102,14 @@ def test_coco_format_with_explicit_paths_and_worker_processes(tmp_path):
 
 
 def test_init_weights_starts_from_a_previous_run(tmp_path):
-    from vertebra.engine import prepare_run
+    from vertebra.engine import parse_config, prepare_run
+    from vertebra.engine.finetune import load_start_weights
 
     train(tiny("semantic"), out_dir=tmp_path / "first", progress=False)
     previous = torch.load(tmp_path / "first" / "last.pth", weights_only=True)["model"]
-    config = tiny("semantic", init_weights=str(tmp_path / "first" / "last.pth"))
+    config = parse_config(tiny("semantic", init_weights=str(tmp_path / "first" / "last.pth")))
     model = prepare_run(config, tmp_path / "second").model
+    assert load_start_weights(model, config) is None          # the strict load: no partial report
     assert all(torch.equal(model.state_dict()[k], v) for k, v in previous.items())
 
 

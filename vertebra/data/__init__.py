@@ -8,6 +8,8 @@ for importing torchvision.
   masks from the same COCO files), :class:`MaskFolderSegmentation`, :class:`ImageFolderClassification`.
 - :func:`detection_transforms`, :func:`segmentation_transforms`, :func:`classification_transforms`
   (torchvision ``transforms.v2``) and :func:`collate_detection`.
+- :func:`split_indices`, :class:`Split`, :func:`coco_subset`: a deterministic validation set held
+  out of the training set (``data.val_split``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ _EXPORTS = {
     "segmentation_transforms": ".transforms",
     "classification_transforms": ".transforms",
     "collate_detection": ".transforms",
+    "batch_mix": ".transforms",
+    "AUTO_AUGMENT": ".transforms",
     "IMAGENET_MEAN": ".transforms",
     "IMAGENET_STD": ".transforms",
+    "split_indices": ".split",
+    "Split": ".split",
+    "coco_subset": ".split",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -40,7 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .coco import CocoDetection
     from .semantic import COCO_VOC_CATEGORY_IDS, IGNORE_INDEX, CocoSemantic, MaskFolderSegmentation
     from .shapes import SHAPE_CATEGORIES, ShapesPaths, generate_shapes
-    from .transforms import (IMAGENET_MEAN, IMAGENET_STD, classification_transforms, collate_detection,
-                             detection_transforms, segmentation_transforms)
+    from .split import Split, coco_subset, split_indices
+    from .transforms import (AUTO_AUGMENT, IMAGENET_MEAN, IMAGENET_STD, batch_mix, classification_transforms,
+                             collate_detection, detection_transforms, segmentation_transforms)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -3,7 +3,12 @@
 ::
 
     vertebra data shapes --out DIR [--seed 0] [--num-train 64] [--num-val 16] [--size 128]
-    vertebra data check ANN_FILE --images DIR [--strict]
+    vertebra data check ANN_FILE --images DIR [--task detection|instance] [--strict]
+
+``check`` reads the file as the task that will train on it: ``instance`` needs a usable mask per
+object, ``detection`` only a box.  Without ``--task`` a file whose annotations carry segmentations
+is checked for instance segmentation (boxes and masks), one without any for detection (boxes only),
+so valid box-only data is not reported as "0 objects".
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                        "report the first problem with its file and record.")
     check.add_argument("ann_file", help="instances_*.json")
     check.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
-    check.add_argument("--strict", action="store_true", help="refuse degenerate boxes instead of skipping them")
+    check.add_argument("--task", choices=("detection", "instance"), default=None,
+                       help="what the data will train: detection needs boxes, instance also masks "
+                            "(default: instance when any annotation has a segmentation, else detection)")
+    check.add_argument("--strict", action="store_true",
+                       help="refuse unusable annotations (degenerate boxes; with instance, unusable masks) "
+                            "instead of skipping them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,16 +66,22 @@ def _shapes(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import warnings
 
+    from ._cocofile import load_coco
     from .coco import CocoDetection
 
+    task = args.task
+    if task is None:
+        has_masks = any(ann.get("segmentation") for ann in load_coco(args.ann_file).anns.values())
+        task = "instance" if has_masks else "detection"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = CocoDetection(args.images, args.ann_file, with_masks=True, strict=args.strict)
+        dataset = CocoDetection(args.images, args.ann_file, with_masks=task == "instance", strict=args.strict)
     for warning in caught:
         print(f"warning: {warning.message}")
     objects = 0
     for index in range(len(dataset)):  # decodes every image: DataError on the first bad one
         objects += len(dataset[index][1]["labels"])
-    print(f"ok: {len(dataset)} images, {objects} objects, {dataset.num_classes - 1} categories "
+    what = "boxes and masks" if task == "instance" else "boxes"
+    print(f"ok: {len(dataset)} images, {objects} objects ({what}: {task}), {dataset.num_classes - 1} categories "
           f"({', '.join(dataset.classes[1:])})")
     return 0

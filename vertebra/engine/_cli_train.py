@@ -1,14 +1,13 @@
-"""``vertebra train CONFIG [--set key=value ...] [--resume] [--out DIR]``.
+"""``vertebra train CONFIG [--set key=value ...] [--out DIR] [--resume [--allow-changed] | --overwrite]``.
 
-Works the same under ``torchrun --nproc_per_node=N -m vertebra train CONFIG`` (DDP; only rank 0
-prints, logs and checkpoints).  Exit status: 0 done, 2 a vertebra error (bad config, diverged
+Works the same under ``torchrun --nproc_per_node=N -m vertebra train CONFIG`` and under
+``srun python -m vertebra train CONFIG`` (DDP; only rank 0 prints, logs and checkpoints).  Exit status: 0 done, 2 a vertebra error (bad config, diverged
 loss ...), 143 / 130 when SIGTERM / Ctrl-C stopped the run after writing a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
@@ -30,7 +29,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: the config's 'out', else runs/<head>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pth (same config) to the same result as an uninterrupted run")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an OUT that holds an earlier run (its outputs are removed first)")
+    parser.add_argument("--allow-changed", action="store_true",
+                        help="with --resume: continue although the config differs from the checkpoint's "
+                             "(the differences are logged)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (e.g. in CI logs); the one line per epoch stays")
 
 
 def load(args: argparse.Namespace):
@@ -45,7 +50,9 @@ def load(args: argparse.Namespace):
 
 
 def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    from .distributed import launch_env
+
+    return launch_env().rank == 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load(args)
     try:
-        result = train(config, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+        result = train(config, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+                       allow_changed=args.allow_changed, progress=not args.no_progress)
     finally:
         shutdown()                     # leave the process group cleanly under torchrun
     if not is_main_process():
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CODES.get(result.stopped_by, 1)
     print(metrics_table([{"metric": k, "value": v} for k, v in result.metrics.items()], ["metric", "value"]))
     print(f"\nimages/s (training): {result.images_per_s:.1f}")
-    print(f"outputs in {result.out_dir}: last.pth, model.safetensors (for vertebra predict), metrics.jsonl"
+    print(f"outputs in {result.out_dir}: last.pth (resumable), model.safetensors (for vertebra predict), "
+          f"metrics.jsonl"
           + "".join(f", {p.name}" for p in result.files.values()))
     return 0

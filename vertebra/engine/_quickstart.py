@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n[{name}] {model['head']} on {model['backbone']['name']}: {config['epochs']} epochs, "
               f"{config['data']['num_train']} training images", flush=True)
         start = time.perf_counter()
-        result = train(config, out_dir=out / name, progress=not args.no_progress)
+        result = train(config, out_dir=out / name, progress=not args.no_progress, overwrite=True)  # a demo: rerun redoes it
         minutes = (time.perf_counter() - start) / 60
         metrics = result.metrics
         rows.append({"model": f"{model['head']} / {model['backbone']['name']}", "task": config["task"],

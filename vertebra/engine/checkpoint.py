@@ -46,7 +46,7 @@ from ..weights.keys import compare_keys
 
 __all__ = ["FORMAT", "SCHEMA", "check_training_state", "load_part", "capture_rng", "restore_rng",
            "save_training_checkpoint", "load_training_checkpoint", "check_architecture", "unwrap", "save_atomic",
-           "load_checkpoint"]
+           "load_checkpoint", "config_diff"]
 
 PathLike = str | os.PathLike[str]
 
@@ -183,7 +183,7 @@ def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, list) and all(check(item) for item in value)
 
 
-#: Every field :meth:`vertebra.engine.loop._Run.state` writes: (field, what it must be, check,
+#: Every field :meth:`vertebra.engine.saving.RunFiles.state` writes: (field, what it must be, check,
 #: may be null).  One table, checked on every read, so a malformed file fails naming its field
 #: instead of as a KeyError or TypeError deep inside resume or eval.
 SCHEMA: tuple[tuple[str, str, Callable[[Any], bool], bool], ...] = (
@@ -279,7 +279,7 @@ def check_architecture(state: Mapping[str, Any], model: nn.Module, path: str | P
     model = unwrap(model)
     ours, theirs = getattr(model, "config", None), state.get("model_config")
     if ours is not None and theirs is not None and _canonical(ours) != _canonical(theirs):
-        diffs = _config_diff(theirs, ours)
+        diffs = [line for _, line in config_diff(theirs, ours, "model")]
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written for another architecture ({'; '.join(diffs[:6])}); "
             f"use the config it was trained with (stored in the checkpoint) or start a new run without --resume")
@@ -305,18 +305,19 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _config_diff(old: Any, new: Any, path: str = "model") -> list[str]:
+def config_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, str]]:
+    """Where two plain configs differ: ``(dotted key, "key was X, now Y")`` for each changed leaf."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         diffs = []
         for key in sorted(set(old) | set(new), key=str):
-            sub = f"{path}.{key}"
+            sub = f"{path}.{key}" if path else str(key)
             if key not in old:
-                diffs.append(f"{sub} is new: {new[key]!r}")
+                diffs.append((sub, f"{sub} is new: {new[key]!r}"))
             elif key not in new:
-                diffs.append(f"{sub} was {old[key]!r}, now unset")
+                diffs.append((sub, f"{sub} was {old[key]!r}, now unset"))
             else:
-                diffs.extend(_config_diff(old[key], new[key], sub))
+                diffs.extend(config_diff(old[key], new[key], sub))
         return diffs
     if _canonical(old) != _canonical(new):
-        return [f"{path} was {old!r}, now {new!r}"]
+        return [(path, f"{path} was {old!r}, now {new!r}")]
     return []

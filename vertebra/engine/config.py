@@ -28,9 +28,43 @@ from ..errors import ConfigError
 from ..validation import check_hint
 
 __all__ = [
-    "TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig",
+    "TrainConfig", "DataConfig", "AugmentConfig", "AUGMENT_TASKS", "OptimizerConfig", "ScheduleConfig", "QuantizationConfig", "FinetuneConfig",
     "load_train_config", "parse_config", "apply_overrides", "parse_override", "config_to_dict",
 ]
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation recipes (``data.augment``), all from ``torchvision.transforms.v2``.
+
+    ``hflip`` (every task): horizontal-flip probability.  Classification: ``auto_augment``
+    (``none``, ``autoaugment``, ``randaugment``, ``trivialaugment``, ``augmix``), ``random_erasing``
+    (probability), ``label_smoothing`` (of the cross-entropy targets), ``mixup_alpha`` /
+    ``cutmix_alpha`` (0: off; both: one of them per batch).  Detection / instance: ``scale_jitter``
+    (``[low, high]`` factors of ``data.size``; large-scale jitter is ``[0.1, 2.0]``), ``iou_crop``,
+    ``zoom_out``.  Semantic: ``scale_range`` (the random crop's share of the image area).  A key
+    set for a task it does not apply to is refused (:data:`AUGMENT_TASKS`).
+    """
+
+    hflip: float = 0.5
+    auto_augment: Literal["none", "autoaugment", "randaugment", "trivialaugment", "augmix"] = "none"
+    random_erasing: float = 0.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    scale_jitter: list | None = None
+    iou_crop: bool = False
+    zoom_out: bool = False
+    scale_range: list = field(default_factory=lambda: [0.5, 1.0])
+
+
+#: The tasks each ``data.augment`` key applies to (``hflip`` applies to all).
+AUGMENT_TASKS = {
+    "auto_augment": ("classification",), "random_erasing": ("classification",),
+    "label_smoothing": ("classification",), "mixup_alpha": ("classification",), "cutmix_alpha": ("classification",),
+    "scale_jitter": ("detection", "instance"), "iou_crop": ("detection", "instance"),
+    "zoom_out": ("detection", "instance"), "scale_range": ("semantic",),
+}
 
 
 @dataclass
@@ -40,7 +74,9 @@ class DataConfig:
     ``format``: ``shapes`` generates vertebra's built-in COCO set (into ``root``, default
     ``<out>/data``) and reads it like ``coco``; ``coco`` reads ``instances_*.json`` + image folders
     (detection, instance, and semantic via category masks); ``mask_folder`` reads image/mask folder
-    pairs (semantic); ``image_folder`` reads class sub-folders (classification).
+    pairs (semantic; ``classes`` names the mask values); ``image_folder`` reads class sub-folders
+    (classification).  Without validation paths, ``val_split`` holds out a deterministic fraction of
+    the training set (:func:`vertebra.engine.data.split_indices`).  docs/training.md has every key.
     """
 
     format: Literal["shapes", "coco", "mask_folder", "image_folder"] = "shapes"
@@ -50,8 +86,11 @@ class DataConfig:
     val_images: str | None = None
     val_annotations: str | None = None
     categories: list | None = None      # semantic: subset (names or ids) mapped to 1..K
+    classes: list | None = None         # mask_folder: the names of the mask values 0..K-1 (0: background)
+    val_split: float | None = None      # no val_* paths: this fraction of the training set, held out
     size: int | None = 128              # transform size; None keeps the native size
     num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)   # training-time recipes
     # only for format=shapes
     num_train: int = 64
     num_val: int = 16
@@ -108,6 +147,28 @@ class QuantizationConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Start from weights trained for something else: another class count, another head, a backbone.
+
+    ``weights``: a file (``.pth`` / ``.safetensors``: a state dict, a training checkpoint, an
+    artifact, a ``best.pth``) or a named checkpoint.  Every tensor whose name and shape fit is
+    loaded; the rest of the model keeps its fresh initialisation, and what does not fit is dropped;
+    the run logs which (:mod:`vertebra.engine.finetune`).  A file that fits no part of the model is
+    tried as weights for its backbone alone (an ImageNet classifier under a detector).
+    ``frozen_stages``: the backbone's stem and first N stages get no gradient (and keep their
+    BatchNorm statistics); ``batchnorm``: what every BatchNorm of the backbone does while training
+    (``train``: update statistics, ``eval``: keep the loaded statistics, ``frozen``:
+    FrozenBatchNorm2d, statistics and affine fixed); ``backbone_lr_mult``: the backbone's learning
+    rate as a multiple of ``optimizer.lr`` (0.1 is common for pretrained backbones).
+    """
+
+    weights: str | None = None
+    frozen_stages: int = 0
+    batchnorm: Literal["train", "eval", "frozen"] = "train"
+    backbone_lr_mult: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs.  ``model`` is a registry config (``{head, backbone, ...}``).
 
@@ -134,7 +195,8 @@ class TrainConfig:
                                                # short runs from scratch want ~0.1 so running stats keep up
     eval_every: int = 1                        # epochs between evaluations (the last is always evaluated)
     log_every: int = 20                        # optimizer steps between 'step' records in metrics.jsonl
-    init_weights: str | None = None            # a file or named entry for vertebra.weights.load_weights
+    init_weights: str | None = None            # weights of this very architecture (a previous run), loaded strictly
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)   # weights that fit in part, freezing
     out: str | None = None                     # output folder; the CLI's --out wins
     max_steps_per_epoch: int | None = None     # cap for smoke tests / quick runs
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)   # mode: qat (docs/quantization.md)
@@ -209,10 +271,24 @@ def parse_config(raw: Mapping[str, Any]) -> TrainConfig:
     if config.clip_grad_norm is not None and config.clip_grad_norm <= 0:
         raise ConfigError(f"must be positive or null, got {config.clip_grad_norm}", path="clip_grad_norm")
     for path, check, what in _RANGES:
-        section, _, name = path.rpartition(".")
-        value = getattr(getattr(config, section) if section else config, name)
+        *sections, name = path.split(".")
+        owner = config
+        for section in sections:
+            owner = getattr(owner, section)
+        value = getattr(owner, name)
         if not check(value):
             raise ConfigError(f"must be {what}, got {value!r}", path=path)
+    defaults = AugmentConfig()
+    for key, tasks in AUGMENT_TASKS.items():
+        if getattr(config.data.augment, key) != getattr(defaults, key) and config.task not in tasks:
+            raise ConfigError(f"applies to task {' / '.join(tasks)}, and this run's task is {config.task!r}; "
+                              f"remove it", path=f"data.augment.{key}")
+    if config.data.classes is not None and config.data.format != "mask_folder":
+        raise ConfigError(f"names the mask values of format 'mask_folder'; format {config.data.format!r} takes "
+                          f"its class names from the data (COCO categories, class folders)", path="data.classes")
+    if config.init_weights and config.finetune.weights:
+        raise ConfigError("set one of init_weights (this architecture's own weights, loaded strictly) and "
+                          "finetune.weights (loads what fits)", path="finetune.weights")
     return config
 
 
@@ -237,13 +313,13 @@ def _numbers(check, length: int | None = None):
 #: raw ValueError from torch.optim, numpy or the schedule when the run starts.
 _RANGES = (
     ("optimizer.lr", _finite(0, open_low=True), "a finite positive number"),
-    ("optimizer.momentum", _finite(0), "a finite number >= 0"),
+    ("optimizer.momentum", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.9"),
     ("optimizer.weight_decay", _finite(0), "a finite number >= 0"),
     ("optimizer.betas", _numbers(_finite(0, 1, open_high=True), 2), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
-    ("optimizer.alpha", _finite(0), "a finite number >= 0"),
+    ("optimizer.alpha", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.9 (RMSProp's smoothing)"),
     ("optimizer.eps", _finite(0, optional=True), "a finite number >= 0, or null for the optimizer's default"),
     ("schedule.warmup_epochs", _finite(0), "a finite number of epochs >= 0"),
-    ("schedule.warmup_factor", _finite(0), "a finite number >= 0"),
+    ("schedule.warmup_factor", _finite(0, 1), "a number in [0, 1]: the lr multiplier warmup starts from"),
     ("schedule.min_lr_ratio", _finite(0, 1), "a number in [0, 1]"),
     ("schedule.milestones", _numbers(_finite(0)), "a list of epochs >= 0"),
     ("schedule.gamma", _finite(0, open_low=True), "a finite positive number"),
@@ -253,9 +329,25 @@ _RANGES = (
     ("max_steps_per_epoch", _finite(1, optional=True), "at least 1, or null"),
     ("data.size", _finite(1, optional=True), "at least 1, or null for the native size"),
     ("data.num_workers", _finite(0), "0 or more"),
+    ("data.val_split", _finite(0, 1, open_low=True, open_high=True, optional=True),
+     "a fraction between 0 and 1 (e.g. 0.1), or null when val_images / val_annotations are given"),
+    ("data.classes", lambda v: v is None or (isinstance(v, list) and len(v) >= 2 and len(set(map(str, v))) == len(v)
+                                             and all(isinstance(n, str) and n for n in v)),
+     "a list of at least 2 distinct class names (mask value 0 first), or null"),
     ("data.num_train", _finite(1), "at least 1"),
     ("data.num_val", _finite(1), "at least 1"),
     ("data.image_size", _finite(1), "at least 1"),
+    ("data.augment.hflip", _finite(0, 1), "a probability in [0, 1]"),
+    ("data.augment.random_erasing", _finite(0, 1), "a probability in [0, 1]"),
+    ("data.augment.label_smoothing", _finite(0, 1, open_high=True), "a number in [0, 1), e.g. 0.1"),
+    ("data.augment.mixup_alpha", _finite(0), "a finite number >= 0 (0: off; torchvision's recipes use 0.2)"),
+    ("data.augment.cutmix_alpha", _finite(0), "a finite number >= 0 (0: off; torchvision's recipes use 1.0)"),
+    ("data.augment.scale_jitter", lambda v: v is None or (_numbers(_finite(0, open_low=True), 2)(v) and v[0] <= v[1]),
+     "two factors [low, high], 0 < low <= high (large-scale jitter: [0.1, 2.0]), or null"),
+    ("data.augment.scale_range", lambda v: _numbers(_finite(0, 1, open_low=True), 2)(v) and v[0] <= v[1],
+     "two area fractions [low, high], 0 < low <= high <= 1, e.g. [0.5, 1.0]"),
+    ("finetune.frozen_stages", _finite(0), "0 or more (stages of the backbone, counted from the stem)"),
+    ("finetune.backbone_lr_mult", _finite(0), "a finite number >= 0 (0 keeps the backbone's weights)"),
     ("quantization.calibration_batches", _finite(1), "at least 1"),
     ("quantization.freeze_bn_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),
     ("quantization.freeze_quantizers_epoch", _finite(0, optional=True), "an epoch >= 0, or null for never"),

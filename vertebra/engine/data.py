@@ -81,18 +81,38 @@ def _shapes_present(root: Path, config: DataConfig) -> bool:
     return True
 
 
-def _coco_paths(config: DataConfig, out_dir: Path) -> tuple[Path, Path, Path, Path]:
+def _holdout(config: DataConfig, val_keys: tuple[str, ...]) -> bool:
+    """Whether the validation set is carved from the training set (``data.val_split``); conflicts refused."""
+    if config.val_split is None:
+        return False
+    if config.format == "shapes":
+        raise ConfigError("the shapes set is generated with its own validation split (data.num_val); remove "
+                          "data.val_split", path="data.val_split")
+    given = [f"data.{key}" for key in val_keys if getattr(config, key) is not None]
+    if given:
+        raise ConfigError(f"data.val_split holds out part of the training set, but {', '.join(given)} name a "
+                          f"validation set too: keep one", path="data.val_split")
+    return True
+
+
+def _coco_paths(config: DataConfig, out_dir: Path) -> tuple[Path, Path, Path | None, Path | None]:
+    """Image folders and annotation files of both splits; the val pair is None with ``val_split``."""
     if config.format == "shapes":      # the layout generate_shapes writes (see vertebra.data.shapes)
+        _holdout(config, ())
         root = _shapes_root(config, out_dir)
         return (root / "train", root / "annotations" / "instances_train.json",
                 root / "val", root / "annotations" / "instances_val.json")
-    names = ("train_images", "train_annotations", "val_images", "val_annotations")
+    holdout = _holdout(config, ("val_images", "val_annotations"))
+    names = ("train_images", "train_annotations") + (() if holdout else ("val_images", "val_annotations"))
     missing = [name for name in names if getattr(config, name) is None]
     if missing:
         raise ConfigError(f"data.format={config.format!r} needs {', '.join('data.' + m for m in missing)} "
-                          f"(image folders and instances_*.json files)", path="data")
+                          f"(image folders and instances_*.json files)"
+                          + ("; or set data.val_split to hold out part of the training set"
+                             if any(m.startswith("val") for m in missing) else ""), path="data")
     root = Path(config.root) if config.root else Path(".")
-    return tuple(root / getattr(config, name) for name in names)  # type: ignore[return-value]
+    paths = [root / getattr(config, name) for name in names]
+    return (paths[0], paths[1], *(paths[2:] or [None, None]))  # type: ignore[return-value]
 
 
 def train_images_folder(config: DataConfig, out_dir: Path) -> Path:
@@ -106,6 +126,31 @@ def train_images_folder(config: DataConfig, out_dir: Path) -> Path:
     return Path(config.root or ".") / config.train_images
 
 
+def _two_splits(config: DataConfig, make: Callable[[bool], tuple[Any, Any]], holdout: bool,
+                where: str) -> tuple[Any, Any, list[int] | None]:
+    """``make(holdout)`` -> (train, val) data sets; with ``holdout`` both read the training set and are
+    cut by :func:`vertebra.data.split_indices` (the val indices come back); else their categories
+    must agree."""
+    from .. import data as vdata
+
+    train, val = make(holdout)
+    if not holdout:
+        _same_categories(train, val, where)
+        return train, val, None
+    train_indices, val_indices = vdata.split_indices(len(train), config.val_split, f"samples of {where}")
+    return vdata.Split(train, train_indices), vdata.Split(val, val_indices), val_indices
+
+
+def _same_categories(train: Any, val: Any, where: str) -> None:
+    """Refuse train and val splits whose labels would mean different things."""
+    for attribute in ("category_ids", "classes"):
+        ours, theirs = getattr(train, attribute, None), getattr(val, attribute, None)
+        if ours is not None and theirs is not None and tuple(ours) != tuple(theirs):
+            raise DataError(f"the training and validation sets of {where} disagree on their categories "
+                            f"({attribute}: train {list(ours)} vs val {list(theirs)}); both must list the "
+                            f"same categories (ids and names), or the labels would mean different things")
+
+
 # -- one reader per layout family ----------------------------------------------------------------------
 
 def instances_data(config: DataConfig, out_dir: Path, *, task: str, masks: bool) -> DataBundle:
@@ -116,14 +161,23 @@ def instances_data(config: DataConfig, out_dir: Path, *, task: str, masks: bool)
         raise ConfigError(f"task {task!r} reads COCO instances; data.format must be 'shapes' or 'coco', "
                           f"got {config.format!r}", path="data.format")
     train_images, train_ann, val_images, val_ann = _coco_paths(config, out_dir)
-    # Detection models resize internally (GeneralizedRCNNTransform), so validation images keep
-    # their size: predictions then come back in the original coordinates COCOeval expects.
-    train = vdata.CocoDetection(train_images, train_ann, vdata.detection_transforms(True, config.size),
-                                with_masks=masks)
-    val = vdata.CocoDetection(val_images, val_ann, vdata.detection_transforms(False, None), with_masks=masks)
+
+    def make(holdout: bool) -> tuple[Any, Any]:
+        # Detection models resize internally (GeneralizedRCNNTransform), so validation images keep
+        # their size: predictions then come back in the original coordinates COCOeval expects.
+        augment = config.augment
+        train = vdata.CocoDetection(train_images, train_ann, vdata.detection_transforms(
+            True, config.size, hflip=augment.hflip, scale_jitter=augment.scale_jitter, iou_crop=augment.iou_crop,
+            zoom_out=augment.zoom_out), with_masks=masks)
+        val = vdata.CocoDetection(train_images if holdout else val_images, train_ann if holdout else val_ann,
+                                  vdata.detection_transforms(False, None), with_masks=masks)
+        return train, val
+
+    train, val, held = _two_splits(config, make, val_ann is None, str(train_ann))
+    coco_gt = _coco_of(val) if held is None else vdata.coco_subset(_coco_of(val), [val.ids[i] for i in held])
     names = _category_names(train)
     return DataBundle(train, val, len(names) + 1, ["background", *names], vdata.collate_detection,
-                      coco_gt=_coco_of(val))
+                      coco_gt=coco_gt)
 
 
 def semantic_data(config: DataConfig, out_dir: Path) -> DataBundle:
@@ -133,26 +187,49 @@ def semantic_data(config: DataConfig, out_dir: Path) -> DataBundle:
     size = config.size
     if config.format in ("shapes", "coco"):
         train_images, train_ann, val_images, val_ann = _coco_paths(config, out_dir)
-        train = vdata.CocoSemantic(train_images, train_ann, vdata.segmentation_transforms(True, size),
-                                   categories=config.categories)
-        val = vdata.CocoSemantic(val_images, val_ann, vdata.segmentation_transforms(False, size),
-                                 categories=config.categories)
-    elif config.format == "mask_folder":
-        root = Path(config.root or ".")
-        need = [n for n in ("train_images", "train_annotations", "val_images", "val_annotations")
-                if getattr(config, n) is None]
-        if need:
-            raise ConfigError("data.format='mask_folder' needs train_images/val_images (image folders) and "
-                              "train_annotations/val_annotations (mask folders)", path="data")
-        train = vdata.MaskFolderSegmentation(root / config.train_images, root / config.train_annotations,
-                                             vdata.segmentation_transforms(True, size))
-        val = vdata.MaskFolderSegmentation(root / config.val_images, root / config.val_annotations,
-                                           vdata.segmentation_transforms(False, size))
-    else:
+
+        def make(holdout: bool) -> tuple[Any, Any]:
+            return (vdata.CocoSemantic(train_images, train_ann, _segmentation_train(config),
+                                       categories=config.categories),
+                    vdata.CocoSemantic(train_images if holdout else val_images, train_ann if holdout else val_ann,
+                                       vdata.segmentation_transforms(False, size), categories=config.categories))
+
+        train, val, _ = _two_splits(config, make, val_ann is None, str(train_ann))
+        names = _category_names(train)
+        return DataBundle(train, val, len(names) + 1, ["background", *names])
+    if config.format != "mask_folder":
         raise ConfigError(f"task 'semantic' reads 'shapes', 'coco' or 'mask_folder' data, got "
                           f"{config.format!r}", path="data.format")
-    names = _category_names(train)
-    return DataBundle(train, val, len(names) + 1, ["background", *names])
+    return _mask_folder_data(config)
+
+
+def _mask_folder_data(config: DataConfig) -> DataBundle:
+    """Image / mask folder pairs; ``data.classes`` names the mask values (masks carry no names)."""
+    from .. import data as vdata
+
+    holdout = _holdout(config, ("val_images", "val_annotations"))
+    need = [n for n in ("train_images", "train_annotations") + (() if holdout else ("val_images", "val_annotations"))
+            if getattr(config, n) is None]
+    if need:
+        raise ConfigError("data.format='mask_folder' needs train_images/val_images (image folders) and "
+                          "train_annotations/val_annotations (mask folders), or data.val_split instead of the "
+                          f"val pair; missing: {', '.join('data.' + n for n in need)}", path="data")
+    if config.classes is None:
+        raise ConfigError("data.format='mask_folder' needs data.classes: the names of the mask values 0..K-1, "
+                          "value 0 first (e.g. [background, road, car]); mask files carry no names",
+                          path="data.classes")
+    root = Path(config.root or ".")
+
+    def make(holdout: bool) -> tuple[Any, Any]:
+        images, masks = root / config.train_images, root / config.train_annotations
+        val_images, val_masks = (images, masks) if holdout else (root / config.val_images,
+                                                                 root / config.val_annotations)
+        return (vdata.MaskFolderSegmentation(images, masks, _segmentation_train(config), classes=config.classes),
+                vdata.MaskFolderSegmentation(val_images, val_masks, vdata.segmentation_transforms(False, config.size),
+                                             classes=config.classes))
+
+    train, val, _ = _two_splits(config, make, holdout, str(root / config.train_images))
+    return DataBundle(train, val, len(config.classes), [str(name) for name in config.classes])
 
 
 def classification_data(config: DataConfig, out_dir: Path) -> DataBundle:
@@ -162,19 +239,34 @@ def classification_data(config: DataConfig, out_dir: Path) -> DataBundle:
     if config.format != "image_folder":
         raise ConfigError(f"task 'classification' reads data.format='image_folder' (class sub-folders), got "
                           f"{config.format!r}", path="data.format")
-    if config.train_images is None or config.val_images is None:
+    holdout = _holdout(config, ("val_images",))
+    if config.train_images is None or (config.val_images is None and not holdout):
         raise ConfigError("data.format='image_folder' needs data.train_images and data.val_images "
-                          "(folders with one sub-folder per class)", path="data")
+                          "(folders with one sub-folder per class), or data.val_split instead of "
+                          "data.val_images", path="data")
     root = Path(config.root or ".")
-    train = vdata.ImageFolderClassification(root / config.train_images,
-                                            vdata.classification_transforms(True, config.size))
-    val = vdata.ImageFolderClassification(root / config.val_images,
-                                          vdata.classification_transforms(False, config.size))
+
+    def make(holdout: bool) -> tuple[Any, Any]:
+        val_folder = root / (config.train_images if holdout else config.val_images)
+        augment = config.augment
+        return (vdata.ImageFolderClassification(root / config.train_images, vdata.classification_transforms(
+                    True, config.size, hflip=augment.hflip, auto_augment=augment.auto_augment,
+                    random_erasing=augment.random_erasing)),
+                vdata.ImageFolderClassification(val_folder, vdata.classification_transforms(False, config.size)))
+
+    train, val, _ = _two_splits(config, make, holdout, str(root / config.train_images))
     names = list(getattr(train, "classes", []))
-    if getattr(val, "classes", names) != names:
-        raise DataError(f"train classes {names} differ from val classes {list(val.classes)}; "
-                        f"both folders need the same class sub-folders")
-    return DataBundle(train, val, len(names), names)
+    augment = config.augment    # batch-level recipes: the training step applies them (ClassificationTask)
+    extra = {"mix": vdata.batch_mix(len(names), augment.mixup_alpha, augment.cutmix_alpha),
+             "label_smoothing": augment.label_smoothing}
+    return DataBundle(train, val, len(names), names, extra=extra)
+
+
+def _segmentation_train(config: DataConfig) -> Any:
+    from .. import data as vdata
+
+    return vdata.segmentation_transforms(True, config.size, hflip=config.augment.hflip,
+                                         scale_range=config.augment.scale_range)
 
 
 def _category_names(dataset: Any) -> list[str]:

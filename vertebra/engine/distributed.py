@@ -1,9 +1,17 @@
 """torch.distributed, only as much as training needs: start from torchrun's env, shard, reduce.
 
-``torchrun --nproc_per_node=N -m vertebra train CONFIG`` sets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``; :func:`init_from_env` starts a process group
-from them (gloo on CPU, nccl on CUDA).  Without those variables everything here degrades to the
-single-process case, so the training loop has one code path.
+Two launchers describe the processes in the environment, and :func:`launch_env` reads either:
+
+* ``torchrun --nproc_per_node=N -m vertebra train CONFIG`` sets ``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT`` (these win when both are present: torchrun
+  inside a Slurm allocation);
+* ``srun -m vertebra train`` (one task per GPU) sets ``SLURM_PROCID`` (rank), ``SLURM_NTASKS``
+  (world size), ``SLURM_LOCALID`` (local rank) and ``SLURM_JOB_NODELIST`` / ``SLURM_NODELIST``; the
+  first host of the node list (``node[01-04]`` -> ``node01``) is the master, on ``MASTER_PORT`` when
+  set, else on a port derived from ``SLURM_JOB_ID`` so two jobs sharing a node do not collide.
+
+:func:`init_from_env` starts a process group from it (gloo on CPU, nccl on CUDA).  Without those
+variables everything here degrades to the single-process case, so the training loop has one code path.
 
 :class:`EpochSampler` is the data order: a permutation that depends only on ``(seed, epoch)``,
 padded to a multiple of the world size and sliced per rank (like ``DistributedSampler``), with a
@@ -16,13 +24,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["DistInfo", "init_from_env", "shutdown", "EpochSampler", "SeededSamples", "all_reduce_sum",
+from ..errors import ConfigError
+
+__all__ = ["DistInfo", "LaunchEnv", "launch_env", "first_host", "init_from_env", "shutdown", "EpochSampler", "SeededSamples", "all_reduce_sum",
            "all_gather_objects", "broadcast_object", "barrier", "sync_buffers"]
 
 
@@ -42,18 +52,93 @@ class DistInfo:
         return self.world_size > 1
 
 
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What the launcher said about this process: who it is and where rank 0 listens."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+    launcher: str = "none"           # "torchrun", "slurm" or "none"
+
+
+#: First port of the range a Slurm job's master port is taken from (``+ SLURM_JOB_ID % 20000``).
+SLURM_PORT_BASE = 29500
+
+
+def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
+    """This process's place in the run, from torchrun's variables, else Slurm's, else a single process."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env:
+        return LaunchEnv(_int(env, "RANK", "0"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK", "0"),
+                         env.get("MASTER_ADDR"), _int(env, "MASTER_PORT") if "MASTER_PORT" in env else None,
+                         "torchrun")
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if not nodes:
+            raise ConfigError("srun set SLURM_PROCID but neither SLURM_JOB_NODELIST nor SLURM_NODELIST: cannot "
+                              "tell which host is the master; set MASTER_ADDR, or launch with torchrun")
+        port = (_int(env, "MASTER_PORT") if "MASTER_PORT" in env
+                else SLURM_PORT_BASE + _int(env, "SLURM_JOB_ID", "0") % 20000)
+        return LaunchEnv(_int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"), _int(env, "SLURM_LOCALID", "0"),
+                         env.get("MASTER_ADDR") or first_host(nodes), port, "slurm")
+    return LaunchEnv()
+
+
+def _int(env: Mapping[str, str], name: str, default: str | None = None) -> int:
+    text = env.get(name, default)
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text!r} must be an integer (set by torchrun or srun; "
+                          f"unset it when launching a single process)") from None
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: ``"node[01-04,07],gpu2"`` -> ``"node01"``, ``"a,b"`` -> ``"a"``.
+
+    A bracket holds comma-separated numbers or ranges whose zero padding is kept; only the first
+    name is needed (rank 0 runs on the allocation's first node), so the rest is not expanded.
+    """
+    text = nodelist.strip()
+    depth, end = 0, len(text)
+    for index, char in enumerate(text):     # the first comma outside brackets ends the first entry
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            end = index
+            break
+    entry = text[:end]
+    prefix, bracket, rest = entry.partition("[")
+    if not bracket:
+        if not entry:
+            raise ConfigError(f"cannot read a host from the Slurm node list {nodelist!r}")
+        return entry
+    body, closed, suffix = rest.partition("]")
+    first = body.split(",")[0].split("-")[0]
+    if not closed or not first.isdigit():
+        raise ConfigError(f"cannot read a host from the Slurm node list {nodelist!r}; set MASTER_ADDR to the "
+                          f"first node's name")
+    return f"{prefix}{first}{suffix}"
+
+
 def init_from_env(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op for a single process)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    """Join the process group the launcher describes (:func:`launch_env`; no-op for a single process)."""
+    launch = launch_env()
+    if launch.world_size <= 1:
         return DistInfo()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+            torch.cuda.set_device(launch.local_rank)
+        if launch.launcher == "slurm":   # srun sets no MASTER_*: give the rendezvous explicitly
+            dist.init_process_group(backend=backend, init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
+                                    rank=launch.rank, world_size=launch.world_size)
+        else:
+            dist.init_process_group(backend=backend)
+    return DistInfo(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank)
 
 
 def shutdown() -> None:

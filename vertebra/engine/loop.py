@@ -2,8 +2,13 @@
 
 ``train(config)`` runs epochs of optimizer steps, evaluates, writes ``OUT/last.pth`` and the model
 artifact ``OUT/model.safetensors`` (what ``vertebra predict`` and ``vertebra.load_model`` read) after
-every epoch (and when SIGTERM / Ctrl-C arrives), logs ``OUT/metrics.jsonl`` and finally draws
-``OUT/curves.png`` and ``OUT/predictions.png``.  ``train(config, resume=True)`` continues from
+every epoch (and when SIGTERM / Ctrl-C arrives), ``OUT/best.pth`` (weights only) whenever the task's
+primary metric (:attr:`TaskSpec.primary_metric`) reaches a new best, logs ``OUT/metrics.jsonl`` and
+finally draws ``OUT/curves.png`` and ``OUT/predictions.png``.  The folder is claimed first
+(:mod:`.rundir`): a used one is refused without ``resume`` / ``overwrite``, and a lock keeps a second
+run out.  A resumed run must use the config it was started with, up to the settings that cannot
+change its result (:data:`RESUME_MAY_CHANGE`); anything else is refused with the difference unless
+``allow_changed``.  ``train(config, resume=True)`` continues from
 ``OUT/last.pth`` and reaches the same weights an uninterrupted run reaches: the data order is a
 function of ``(seed, epoch)`` (:class:`EpochSampler`), each sample's augmentation a function of
 ``(seed, epoch, index)`` (:class:`SeededSamples`, so worker processes change nothing), the RNG
@@ -12,10 +17,10 @@ states of every rank are restored, and a run stopped mid-epoch skips exactly the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,24 +30,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import check_output_folder, output_errors
-from ..deploy.model import ARTIFACT_NAME
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..norms import set_batchnorm
 from . import checkpoint as ckpt
-from .config import TrainConfig, config_to_dict, parse_config
+from .config import TrainConfig, parse_config
 from .data import make_loader
-from .distributed import EpochSampler, SeededSamples, all_gather_objects, all_reduce_sum, barrier, sync_buffers
+from .distributed import EpochSampler, SeededSamples, all_reduce_sum, barrier, launch_env, sync_buffers
 from .evaluation import draw_predictions, run_evaluation
+from .finetune import backbone_parameters, load_start_weights
 from .optim import build_optimizer, build_scheduler
 from .qat import QatRun
 from .report import JsonlLog, plot_curves
-from .run import PreparedRun, prepare_run
+from .run import PreparedRun, check_config, prepare_run
+from .rundir import claim_run_folder, refuse_used_folder
+from .saving import BEST_NAME, CHECKPOINT_NAME, LOG_NAME, RUN_OUTPUTS, RunFiles
 from .runtime import NonFiniteLossError, StopSignal, amp_dtype, autocast_context, make_ema, make_scaler
 
 __all__ = ["train", "RunResult"]
-
-CHECKPOINT_NAME = "last.pth"
-
 
 @dataclass
 class RunResult:
@@ -59,14 +63,7 @@ class RunResult:
     model: nn.Module | None = None    # the trained model (unwrapped; EMA weights live in the checkpoint)
 
 
-def _checksum(model: nn.Module) -> float:
-    """A cheap fingerprint of the parameters (position-weighted sum), to show ranks stayed in sync."""
-    with torch.no_grad():
-        return float(sum((index + 1) * p.detach().double().abs().sum().item()
-                         for index, p in enumerate(model.parameters())))
-
-
-class _Run:
+class _Run(RunFiles):
     """State of one training run; ``train()`` is the public face."""
 
     def __init__(self, prepared: PreparedRun, *, progress: bool, on_step: Callable[[int, int], None] | None):
@@ -75,6 +72,7 @@ class _Run:
         self.dist, self.device, self.bundle, self.task = prepared.dist, prepared.device, prepared.bundle, prepared.task
         self.spec = prepared.spec
         self.model = prepared.model
+        self.eval_norms = prepared.eval_norms
         if config.bn_momentum is not None:
             set_batchnorm(self.model, momentum=config.bn_momentum)  # a setting: state_dict unchanged
         self.qat = QatRun(self.model, config, self.bundle.train) if config.quantization.mode == "qat" else None
@@ -83,7 +81,8 @@ class _Run:
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = make_scaler(self.amp, self.device)
         self.ema = make_ema(self.model, config.ema)
-        self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.optimizer = build_optimizer(self.model, config.optimizer, backbone=backbone_parameters(self.model),
+                                         backbone_lr_mult=config.finetune.backbone_lr_mult)
         self.train_data = SeededSamples(self.bundle.train, seed=config.seed)
         self.train_sampler = EpochSampler(len(self.bundle.train), shuffle=True, seed=config.seed,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
@@ -101,7 +100,7 @@ class _Run:
         self.running = {"loss_sums": {}, "images": 0, "seconds": 0.0}
         self.history: list[dict] = []
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.log = JsonlLog(self.out_dir / "metrics.jsonl") if self.dist.is_main else None
+        self.log = JsonlLog(self.out_dir / LOG_NAME) if self.dist.is_main else None
 
     def _steps_per_epoch(self, per_rank: int) -> int:
         config = self.config
@@ -113,87 +112,6 @@ class _Run:
                               f"each of the {self.dist.world_size} process(es) gets; lower batch_size",
                               path="batch_size")
         return steps
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        rng = all_gather_objects(ckpt.capture_rng())
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "running": {"loss_sums": dict(self.running["loss_sums"]), "images": self.running["images"],
-                        "seconds": self.running["seconds"]},
-            "rng": rng, "world_size": self.dist.world_size,
-            "param_checksums": all_gather_objects(_checksum(self.model)),   # equal on every rank under DDP
-            "config": config_to_dict(self.config),
-            "model_config": getattr(self.model, "config", None),
-            "history": self.history,
-        }
-
-    def save(self) -> None:
-        sync_buffers(self.model)                  # rank 0's statistics: what every rank evaluates
-        if self.ema is not None:
-            sync_buffers(self.ema)
-        state = self.state()                      # collective (gathers RNG states): every rank calls it
-        if self.dist.is_main:
-            ckpt.save_training_checkpoint(self.checkpoint_path, state)
-            self.save_artifact()
-        barrier()
-
-    def save_artifact(self) -> None:
-        """``OUT/model.safetensors``: the weights evaluation uses (the EMA's when the run averages, as
-        its metrics are the EMA's), the class names of the data and the task's evaluation preprocessing."""
-        from ..weights.artifact import save_artifact
-
-        model = self.eval_model()
-        last_eval = next((r for r in reversed(self.history) if r["kind"] == "eval"), {})
-        metadata = {"source": "vertebra train", "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                    "ema": self.ema is not None,
-                    "metrics": {k: v for k, v in last_eval.items() if k not in ("kind", "epoch")}}
-        label_to_category = getattr(self.bundle.val, "label_to_category_id", None)
-        # COCO ids of labels 1..K (index 0, background, has none): predict writes them in results.json
-        category_ids = ([label_to_category.get(i) for i in range(len(self.bundle.class_names))]
-                        if label_to_category else None)
-        state, graph = self.qat.artifact_parts(model, self.epoch) if self.qat else (model.state_dict(), None)
-        save_artifact(self.out_dir / ARTIFACT_NAME, state, task=self.config.task,
-                      config=self.model.config, class_names=self.bundle.class_names,
-                      preprocessing=self.spec.preprocessing(self.config.data), metadata=metadata,
-                      category_ids=category_ids, graph=graph)
-
-    def resume(self) -> None:
-        path = self.checkpoint_path
-        if not path.exists():
-            raise CheckpointError(f"nothing to resume: {str(path)!r} does not exist; run without --resume "
-                                  f"to start, or pass the --out folder of the run to continue")
-        state = ckpt.load_training_checkpoint(path)
-        ckpt.check_architecture(state, self.model, path)
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise CheckpointError(f"{str(path)!r} was trained without EMA; resume with ema=null")
-            ckpt.load_part(self.ema, state["ema"], "ema", path)
-        for name, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler),
-                             ("scaler", self.scaler if self.scaler.is_enabled() else None)):
-            if target is not None and state.get(name) is not None:
-                ckpt.load_part(target, state[name], name, path)
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step = state["global_step"]
-        self.running = state["running"]
-        self.history = list(state.get("history", []))
-        rng = state.get("rng") or []
-        if state.get("world_size") == self.dist.world_size and len(rng) > self.dist.rank:
-            ckpt.restore_rng(rng[self.dist.rank])
-        else:
-            warnings.warn(f"{str(path)!r} was written by {state.get('world_size')} process(es), this run has "
-                          f"{self.dist.world_size}: training continues, but the data order and random "
-                          f"augmentation differ from an uninterrupted run", stacklevel=2)
-        if self.log is not None:          # the log is rewritten from the checkpoint's history
-            self.log.path.write_text("")
-            for record in self.history:
-                self.log.write(record)
 
     # -- one epoch -----------------------------------------------------------------------------
     def _record(self, record: dict) -> None:
@@ -228,6 +146,8 @@ class _Run:
         """This epoch's remaining batches: the order and the augmentation follow (seed, epoch) alone."""
         config = self.config
         self.train_module.train()
+        for norm in self.eval_norms:          # finetune.batchnorm: eval
+            norm.eval()
         if self.qat is not None:
             self.qat.on_train(self.epoch)
         self.train_sampler.set_epoch(self.epoch, start=self.step_in_epoch * config.batch_size)
@@ -323,23 +243,49 @@ class _Run:
 
 
 def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> RunResult:
+          overwrite: bool = False, allow_changed: bool = False, progress: bool = True,
+          on_step: Callable[[int, int], None] | None = None) -> RunResult:
     """Train ``config`` into ``out_dir`` (default ``config.out`` or ``runs/<head>``); see the module doc.
 
-    ``on_step(epoch, step_in_epoch)`` is called after every optimizer step (tests use it to send
-    a signal at a chosen moment).  Raises :class:`NonFiniteLossError` when the loss diverges.
+    ``resume`` continues the run in ``out_dir``; ``overwrite`` starts a new run there even though an
+    earlier one left its files (they are removed first); ``allow_changed`` lets a resumed run use a
+    config that differs from the checkpoint's.  ``progress=False`` hides the progress bars, never
+    the one summary line per epoch.  ``on_step(epoch, step_in_epoch)`` is called after every
+    optimizer step (tests use it to send a signal at a chosen moment).  Raises
+    :class:`NonFiniteLossError` when the loss diverges, :class:`~vertebra.errors.OutputError` when
+    the folder is another run's or in use.
     """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: pass one of them")
+    if allow_changed and not resume:
+        raise ConfigError("--allow-changed only applies with --resume (it lets a resumed run change its config)")
     if isinstance(config, dict):
         config = parse_config(config)
     out = Path(out_dir or config.out or Path("runs") / str(config.model.get("head", "run")))
     config = dataclasses.replace(config, out=str(out))
     check_output_folder(out, probe=True)      # a read-only or misplaced --out fails now, not after an epoch
-    run = _Run(prepare_run(config, out), progress=progress, on_step=on_step)
-    if resume:
-        run.resume()
-    elif run.log is not None and run.log.path.exists():
-        run.log.path.write_text("")           # a fresh run starts a fresh log
+    check_config(config)                      # a refused config leaves no folder (nor lock) behind
+    if launch_env().rank == 0:                # rank 0 alone writes there
+        claim = claim_run_folder(out, RUN_OUTPUTS, resume=resume, overwrite=overwrite)
+    else:
+        refuse_used_folder(out, resume=resume, overwrite=overwrite)
+        claim = contextlib.nullcontext()
+    with claim:
+        prepared = prepare_run(config, out)
+        start = None if resume else load_start_weights(prepared.model, config)   # before EMA / QAT copy it
+        run = _Run(prepared, progress=progress, on_step=on_step)
+        if resume:
+            run.resume(allow_changed)
+        elif start is not None:
+            run._record(start.record())
+            if run.dist.is_main:
+                tqdm.write("\n".join(start.lines()))
+        return _train(run, config, out)
+
+
+def _train(run: _Run, config: TrainConfig, out: Path) -> RunResult:
     stop = StopSignal()
+    best = run.best_so_far()
     with stop.installed():
         while run.epoch < config.epochs:
             if not run.train_epoch(stop):
@@ -350,7 +296,10 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
             if last or run.epoch % config.eval_every == 0:
                 metrics = run.evaluate_epoch()
             run.save()
-            if progress and run.dist.is_main:
+            if metrics:
+                run.save_best(metrics, best)
+                best = run.best_so_far()
+            if run.dist.is_main:
                 _print_epoch(run.history, metrics, config.epochs)
             if _agreed(stop.received is not None) and not last:
                 return RunResult(out, {}, run.history, run.checkpoint_path, epochs_done=run.epoch,
@@ -366,6 +315,8 @@ def train(config: TrainConfig | dict, *, out_dir: str | Path | None = None, resu
             result.files["curves"] = plot_curves(run.history, out / "curves.png", title=title)
         result.files["predictions"] = draw_predictions(run.task, run.eval_model(), run.bundle, config,
                                                         out / "predictions.png")
+        if (out / BEST_NAME).exists():
+            result.files["best"] = out / BEST_NAME
     barrier()
     return result
 

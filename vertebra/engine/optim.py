@@ -11,6 +11,7 @@ papers can be used unchanged; set ``optimizer.eps`` to override.
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 
 import torch
 from torch import nn
@@ -22,26 +23,34 @@ __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "TF_RMSPROP_EPS"]
 TF_RMSPROP_EPS = 0.0316   # sqrt(1e-3): TF's in-sqrt epsilon expressed outside the sqrt
 
 
-def _param_groups(model: nn.Module, weight_decay: float, no_decay_norm: bool) -> list[dict]:
-    """Two groups: weights that decay, and norm parameters + biases that don't (when asked)."""
-    if not no_decay_norm or weight_decay == 0:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+def _param_groups(model: nn.Module, config: OptimizerConfig, backbone: Set[int], backbone_lr_mult: float) -> list[dict]:
+    """Weights that decay and norm parameters + biases that don't (when asked), each split into the
+    backbone's (learning rate ``lr * backbone_lr_mult``) and the rest's; empty groups left out.
+
+    The head's groups come first, so ``param_groups[0]["lr"]`` (what the log records) is the base lr.
+    """
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    decay, no_decay = [], []
+    split = config.no_weight_decay_norm and config.weight_decay != 0
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    seen: set[int] = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
-            if not parameter.requires_grad:
+            if not parameter.requires_grad or id(parameter) in seen:
                 continue
-            (no_decay if isinstance(module, norm_types) or name == "bias" else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+            seen.add(id(parameter))
+            no_decay = split and (isinstance(module, norm_types) or name == "bias")
+            in_backbone = backbone_lr_mult != 1.0 and id(parameter) in backbone
+            groups.setdefault((in_backbone, no_decay), []).append(parameter)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+             "lr": config.lr * (backbone_lr_mult if in_backbone else 1.0)}
+            for (in_backbone, no_decay), params in sorted(groups.items())]
 
 
-def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
-    """SGD / AdamW / RMSProp over the trainable parameters of ``model``."""
-    groups = _param_groups(model, config.weight_decay, config.no_weight_decay_norm)
+def build_optimizer(model: nn.Module, config: OptimizerConfig, *, backbone: Set[int] = frozenset(),
+                    backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """SGD / AdamW / RMSProp over the trainable parameters of ``model``; the parameters whose ``id``
+    is in ``backbone`` learn at ``backbone_lr_mult`` times the rate (``finetune.backbone_lr_mult``)."""
+    groups = _param_groups(model, config, backbone, backbone_lr_mult)
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.name == "adamw":

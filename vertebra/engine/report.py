@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_open
 from ..text import format_table
 
 __all__ = ["JsonlLog", "read_jsonl", "plot_curves", "save_image_grid", "metrics_table", "KEY_METRICS"]
@@ -29,6 +30,12 @@ class JsonlLog:
     def write(self, record: Mapping[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(_plain(record), sort_keys=False) + "\n")
+
+    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the whole log with ``records`` in one step (a resumed run's history): an
+        interruption leaves the old log or the new one, never a truncated one."""
+        with atomic_open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(_plain(record), sort_keys=False) + "\n" for record in records)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -92,9 +99,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, title
         figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with atomic_open(path, "wb") as handle:     # a reader never sees half a PNG
+            figure.savefig(handle, dpi=100, format="png")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -110,8 +119,8 @@ def save_image_grid(images: Iterable[Tensor], path: str | Path, *, columns: int 
               for image in images]
     grid = make_grid(torch.stack(padded), nrow=min(columns, len(padded)), padding=4, pad_value=255)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(path)
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(handle, format="PNG")
     return path
 
 

@@ -9,12 +9,14 @@
 2. the checkpoint to evaluate, if any, is read (a missing or corrupt file fails before any work);
 3. threads, the process group, the device and the seeds;
 4. the data: the built-in shapes set generated on rank 0, then both splits read on every rank;
-5. the task adapter and the real model, ``num_classes`` filled from the data, on the device.
+5. the task adapter and the real model, ``num_classes`` filled from the data, with the
+   ``finetune`` section's frozen stages and BatchNorm mode, on the device.  Starting weights
+   (``init_weights`` / ``finetune.weights``) are the training loop's to load: only a fresh run reads them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, parse_config
 from .data import DataBundle
 from .distributed import DistInfo, barrier, init_from_env
+from .finetune import apply_structure
 from .runtime import resolve_device, seed_everything
 from .qat import check_qat
 from .tasks import Task, TaskSpec, task_spec
@@ -51,6 +54,7 @@ class PreparedRun:
     task: Task
     model: nn.Module                  # on ``device`` (channels_last when the config asks)
     state: dict | None = None         # the training checkpoint read for evaluation, if any
+    eval_norms: list = field(default_factory=list)   # BatchNorms ``finetune.batchnorm: eval`` keeps in eval
 
 
 def check_config(config: TrainConfig | dict) -> TrainConfig:
@@ -102,10 +106,12 @@ def prepare_run(config: TrainConfig | dict, out_dir: str | Path, *,
     barrier()
     bundle = spec.build_data(config.data, out_dir)
     task = spec.make(bundle, device, config.channels_last)
-    model = build_model(config, bundle).to(device)
+    model = build_model(config, bundle)
+    eval_norms = apply_structure(model, config)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return PreparedRun(config, out_dir, dist, device, spec, bundle, task, model, state)
+    return PreparedRun(config, out_dir, dist, device, spec, bundle, task, model, state, eval_norms)
 
 
 def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
@@ -119,12 +125,7 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
         raise ConfigError(f"the data has {bundle.num_classes} classes ({', '.join(bundle.class_names)}) but the "
                           f"model predicts {model_config['num_classes']}; remove model.num_classes to fill it "
                           f"from the data", path="model.num_classes")
-    model = registry.build_from_config(model_config)
-    if config.init_weights:
-        from ..weights import load_weights
-
-        load_weights(model, config.init_weights)
-    return model
+    return registry.build_from_config(model_config)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:

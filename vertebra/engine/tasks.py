@@ -183,8 +183,12 @@ class ClassificationTask(Task):
 
     def loss(self, model, batch):
         images, labels = batch
+        mix = self.bundle.extra.get("mix")              # data.augment mixup / cutmix -> soft labels
+        if mix is not None:
+            images, labels = mix(images, labels)
         logits = model(self._images(images))
-        loss = F.cross_entropy(logits, labels.to(self.device))
+        loss = F.cross_entropy(logits, labels.to(self.device),
+                               label_smoothing=self.bundle.extra.get("label_smoothing", 0.0))
         return loss, {"loss_ce": loss.detach()}, images.shape[0]
 
     def eval_reset(self) -> None:
@@ -248,6 +252,7 @@ class TaskSpec:
     read: Callable[[DataConfig, Path], DataBundle]   # the two splits from the data section
     formats: tuple[str, ...]                          # data.format values ``read`` accepts
     preprocessing: Callable[[DataConfig], Preprocessing]   # the evaluation transform, as data
+    primary_metric: str = "AP"                        # what best.pth keeps the best of (higher is better)
 
     def prepare_data(self, config: DataConfig, out_dir: Path) -> None:
         """Generate the built-in shapes set when the config asks for it and this task reads it."""
@@ -266,10 +271,11 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("detection", DetectionTask, partial(instances_data, task="detection", masks=False),
              ("shapes", "coco"), _detection_preprocessing),
     TaskSpec("instance", InstanceTask, partial(instances_data, task="instance", masks=True), ("shapes", "coco"),
-             _detection_preprocessing),
-    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder"), _semantic_preprocessing),
+             _detection_preprocessing, primary_metric="segm_AP"),
+    TaskSpec("semantic", SemanticTask, semantic_data, ("shapes", "coco", "mask_folder"), _semantic_preprocessing,
+             primary_metric="mIoU"),
     TaskSpec("classification", ClassificationTask, classification_data, ("image_folder",),
-             _classification_preprocessing),
+             _classification_preprocessing, primary_metric="top1"),
 )}
 
 

@@ -13,7 +13,8 @@ has passed, so a failed load leaves the model exactly as it was:
 4. map checkpoint names to the model's names with the model's :class:`KeyMap`
    (``model.weights_key_map``), unless the keys already are the model's own;
 5. compare keys and shapes; any missing, unexpected or mis-shaped tensor is a
-   :class:`~vertebra.errors.WeightsError` listing them;
+   :class:`~vertebra.errors.WeightsError` listing them (fine-tuning asks for ``strict=False,
+   mismatched="skip"`` instead: what fits loads, and the rest is listed in the report);
 6. only then ``model.load_state_dict(..., strict=True)``.
 
 A key map never drops weights silently: prefixes it drops are declared on the map and every
@@ -27,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from torch import Tensor, nn
 
@@ -35,7 +36,7 @@ from ..errors import WeightsError
 from .cache import fetch, verify_sha256
 from .entry import WeightsEntry
 from .files import read_state_dict, unwrap_state_dict
-from .keys import KeyMap, check_keys
+from .keys import KeyMap, check_keys, compare_keys
 from .names import checkpoints, get_weights_entry
 
 __all__ = ["load_weights", "LoadReport", "Source", "WEIGHT_SUFFIXES"]
@@ -56,6 +57,9 @@ class LoadReport:
             backbone is loaded from a classification checkpoint).
         missing: model keys the checkpoint lacks (only non-empty with ``strict=False``).
         unexpected: checkpoint keys the model lacks (only non-empty with ``strict=False``).
+        mismatched: ``(key, shape in the file, shape in the model)`` of the tensors left out because
+            their shapes differ (only non-empty with ``mismatched="skip"``: a classifier for another
+            class count); the model keeps its own, freshly initialised tensor there.
         kept: model buffers absent from the checkpoint that were left as they are
             (``num_batches_tracked`` of BatchNorm layers; older checkpoints predate it).
         mapped: whether the key map was applied (``False`` when the keys already matched).
@@ -69,6 +73,7 @@ class LoadReport:
     dropped: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
     kept: tuple[str, ...] = ()
     mapped: bool = False
     unwrapped: tuple[str, ...] = ()
@@ -88,13 +93,17 @@ class LoadReport:
             parts.append(f"{len(self.missing)} missing ({_prefix_summary(self.missing)})")
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} unexpected ({_prefix_summary(self.unexpected)})")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} of another shape left out "
+                         f"({_prefix_summary([key for key, _, _ in self.mismatched])})")
         if self.sha256:
             parts.append(f"sha256 {self.sha256[:12]}... verified")
         return "; ".join(parts)
 
 
 def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha256: str | None = None,
-                 key_map: KeyMap | None = None, download: bool = True) -> LoadReport:
+                 key_map: KeyMap | None = None, download: bool = True,
+                 mismatched: Literal["error", "skip"] = "error") -> LoadReport:
     """Load ``source`` into ``model`` after checking everything; the model is untouched on failure.
 
     Args:
@@ -108,6 +117,9 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
             Named checkpoints always carry their own.
         key_map: overrides ``model.weights_key_map`` (rename rules and declared drops).
         download: whether a named checkpoint absent from the cache may be downloaded.
+        mismatched: ``"error"`` (the default) refuses a tensor whose shape differs from the model's;
+            ``"skip"`` (with ``strict=False``: fine-tuning) leaves it out and lists it in
+            :attr:`LoadReport.mismatched`.  Nothing fitting at all is still an error.
 
     Returns:
         a :class:`LoadReport`.
@@ -130,6 +142,12 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
     else:
         mapped, dropped = key_map.apply(state)
         used_map = True
+        if mismatched == "skip" and len(own.keys() & state.keys()) > len(own.keys() & mapped.keys()):
+            # a partial load of the model's own names (its FrozenBatchNorm2d lacks the file's
+            # num_batches_tracked, say): the map would rename names that already fit
+            mapped, dropped, used_map = dict(state), (), False
+    skipped = _skip_mismatched(model, own, mapped, strict=strict, mode=mismatched, source=label)
+    mapped = {key: value for key, value in mapped.items() if key not in {k for k, _, _ in skipped}}
     result = check_keys(model, own, mapped, strict=strict, source=label, mapped=used_map, dropped=dropped)
     try:
         model.load_state_dict(result.state, strict=strict)
@@ -137,11 +155,28 @@ def load_weights(model: nn.Module, source: Source, *, strict: bool = True, sha25
         raise WeightsError(f"{label}: load_state_dict refused the checked weights: {error}") from error
     return LoadReport(source=label, path=path, loaded=len(result.state) - len(result.kept),
                       dropped=(*dropped, *result.ignored), missing=result.missing,
-                      unexpected=result.unexpected, kept=result.kept,
+                      unexpected=result.unexpected, mismatched=skipped, kept=result.kept,
                       mapped=used_map, unwrapped=unwrapped, sha256=digest)
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def _skip_mismatched(model: nn.Module, own: Mapping[str, Tensor], state: Mapping[str, Tensor], *, strict: bool,
+                     mode: str, source: str) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
+    """The tensors ``mode="skip"`` leaves out for their shape; none in the default ``"error"`` mode."""
+    if mode not in ("error", "skip"):
+        raise WeightsError(f"mismatched must be 'error' or 'skip', got {mode!r}")
+    if mode == "error":
+        return ()
+    if strict:
+        raise WeightsError("mismatched='skip' leaves tensors out, which strict=True forbids; pass strict=False")
+    skipped = compare_keys(model, state, own).mismatched
+    if skipped and len(skipped) == sum(1 for key in state if key in own):
+        raise WeightsError(f"{source}: no tensor of it fits {type(model).__name__} (all {len(skipped)} shared "
+                           f"names have other shapes, e.g. {skipped[0][0]} file {list(skipped[0][1])} vs model "
+                           f"{list(skipped[0][2])}); it was made for another architecture")
+    return skipped
+
 
 def _refuse_meta(model: nn.Module) -> None:
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
