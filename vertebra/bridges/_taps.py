@@ -1,0 +1,90 @@
+"""Finding a classification model's feature levels from one forward on the ``meta`` device.
+
+A torchvision classifier does not say where its stages end, but running it tells: every module's
+output shape, in the order modules finish.  On a ``H x W`` input with ``H != W`` (so a transposed
+map shows), a module whose output is ``(N, C, ceil(H/s), ceil(W/s))`` is at stride ``s``; Swin's
+stages are ``(N, H/s, W/s, C)`` and are recorded as channels-last.  The level at stride ``s`` is the
+*last* module to finish at that stride that runs exactly once (a shared activation called twice is
+no stage end): the outermost module of the stage, the one ``create_feature_extractor`` can name.
+
+Meta tensors carry shapes only, so this costs no memory and next to no time, whatever the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Tap", "find_taps", "finish_order", "PROBE_SIZE"]
+
+PROBE_SIZE = (224, 288)  # ImageNet height; a different width, both multiples of 32
+LEVEL_STRIDES = (2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Tap:
+    """The module producing one level, with its paper (undilated) stride and channels."""
+
+    path: str
+    stride: int
+    channels: int
+    channels_last: bool = False
+
+
+def _stride_of(shape: tuple[int, ...], height: int, width: int) -> tuple[int, int, bool] | None:
+    """``(stride, channels, channels_last)`` of a 4-D output shape, or ``None`` when it is no feature map."""
+    if len(shape) != 4:
+        return None
+    for stride in LEVEL_STRIDES:
+        size = (math.ceil(height / stride), math.ceil(width / stride))
+        if tuple(shape[2:]) == size:
+            return stride, int(shape[1]), False
+        if tuple(shape[1:3]) == size:
+            return stride, int(shape[3]), True
+    return None
+
+
+def finish_order(model: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> list[tuple[str, tuple[int, ...], int]]:
+    """``(module path, output shape, how often it ran)`` for every module call of one meta forward, in finishing order.
+
+    ``model`` must be on the ``meta`` device; it is run in eval mode (no auxiliary heads).
+    """
+    events: list[tuple[str, tuple[int, ...], int]] = []
+    calls: dict[str, int] = {}
+    handles = []
+
+    def record(path: str):
+        def hook(_module, _inputs, output):
+            calls[path] = calls.get(path, 0) + 1
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+            events.append((path, shape, calls[path]))
+        return hook
+
+    for path, module in model.named_modules():
+        if path:
+            handles.append(module.register_forward_hook(record(path)))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.empty(1, 3, *size, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(path, shape, calls[path]) for path, shape, _ in events]
+
+
+def find_taps(events: list[tuple[str, tuple[int, ...], int]], size: tuple[int, int] = PROBE_SIZE) -> list[Tap]:
+    """One :class:`Tap` per stride in 2..32 the model has, shallow to deep (see the module doc)."""
+    last: dict[int, Tap] = {}
+    for path, shape, calls in events:
+        found = _stride_of(shape, *size)
+        if found is None or calls != 1:
+            continue
+        stride, channels, channels_last = found
+        if last and stride < max(last):
+            continue  # a stride-2 map after the stride-8 ones is a side branch, not a stage end
+        last[stride] = Tap(path, stride, channels, channels_last)
+    return [last[stride] for stride in sorted(last)]
