@@ -92,7 +92,9 @@ def timm_backbone(model: str, *, out_indices: Sequence[int] | None = None, outpu
                                 "model timm can dilate (ResNet, ConvNeXt, EfficientNet, MobileNet ...)")
     names = level_names(_nominal(strides, output_stride))
     levels = [FeatureSpec(n, int(c), s, i) for i, (n, c, s) in enumerate(zip(names, info.channels(), strides))]
-    return TimmBackbone(model, body, levels, module_paths=info.module_name(), out_indices=out_indices,
+    modules = dict(body.named_modules())  # timm flattens stages: 'stages.0' lives as 'stages_0'
+    paths = [path if path in modules else path.replace(".", "_") for path in info.module_name()]
+    return TimmBackbone(model, body, levels, module_paths=paths, out_indices=out_indices,
                         in_channels=in_channels, meta=_meta(model, body),
                         source=f"timm model {model!r}")
 

@@ -78,7 +78,7 @@ def torchvision_backbone(model: str, *, out_indices: Sequence[int] | None = None
 
     builder = get_model_builder(model)
     plan = _plan(model, builder, output_stride)
-    real = builder(weights=None)
+    real = _construct(builder)
     for stage, rate in plan.dilations:
         dilate(real, stage, rate)
     from torchvision.models.feature_extraction import create_feature_extractor
@@ -137,14 +137,22 @@ def _make_plan(model: str, builder: Callable[..., nn.Module], output_stride: int
     return _Plan(taps, dilations, classifier)
 
 
-def _meta_twin(builder: Callable[..., nn.Module]) -> nn.Module:
-    """The model on the meta device; built on the CPU and moved when its constructor needs real values
-    (RegNet computes its widths with tensors)."""
+def _construct(builder: Callable[..., nn.Module]) -> nn.Module:
+    """``builder(weights=None)``; under ``torch.device("meta")``, built on the CPU and moved when the
+    constructor needs real values (RegNet computes its stage widths with tensors)."""
     try:
-        with torch.device("meta"):
-            return builder(weights=None)
+        return builder(weights=None)
     except (NotImplementedError, RuntimeError):
-        return builder(weights=None).to("meta")
+        if not torch.empty(()).is_meta:
+            raise
+    with torch.device("cpu"):
+        model = builder(weights=None)
+    return model.to("meta")
+
+
+def _meta_twin(builder: Callable[..., nn.Module]) -> nn.Module:
+    with torch.device("meta"):
+        return _construct(builder)
 
 
 def _check_dilation(model: str, twin: nn.Module, dilations: list[tuple[list[str], int]], taps: list[Tap],
