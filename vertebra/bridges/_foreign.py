@@ -27,7 +27,7 @@ from ..inputs import check_batch
 from ..norms import freeze_batchnorm
 from ..validation import check_choice
 
-__all__ = ["ForeignBackbone", "level_names", "effective_strides"]
+__all__ = ["ForeignBackbone", "level_names", "effective_strides", "floors_sizes"]
 
 
 def level_names(nominal_strides: Sequence[int]) -> list[str]:
@@ -60,11 +60,13 @@ class ForeignBackbone(nn.Module):
         meta: the family facts heads read (classifier dropout, default size).
         channels_last: per level, whether ``body`` returns it as ``(N, H, W, C)``.
         source: how to name the model in messages (``"timm model 'resnet18'"``).
+        pad: whether ``body`` floors odd sizes (pad the input, crop the levels); ``None``: find out
+            with one small forward (:func:`floors_sizes`).
     """
 
     def __init__(self, body: nn.Module, levels: Sequence[FeatureSpec], *, module_paths: Sequence[str],
                  out_indices: Sequence[int] | None, meta: BackboneMeta, in_channels: int = 3,
-                 channels_last: Sequence[bool] | None = None, source: str = "model"):
+                 channels_last: Sequence[bool] | None = None, source: str = "model", pad: bool | None = None):
         super().__init__()
         self.body = body
         self.all_levels = FeatureInfo(levels)
@@ -76,7 +78,7 @@ class ForeignBackbone(nn.Module):
         self._module_paths = tuple(module_paths)
         self._channels_last = tuple(channels_last or (False,) * len(levels))
         self._frozen_bn_eval: list[nn.Module] = []
-        self._pad = _floors_sizes(body, self.all_levels, in_channels)
+        self._pad = floors_sizes(body, self.all_levels, in_channels) if pad is None else pad
 
     @property
     def out_channels(self) -> int:
@@ -151,7 +153,7 @@ class ForeignBackbone(nn.Module):
         return self
 
 
-def _floors_sizes(body: nn.Module, levels: FeatureInfo, in_channels: int) -> bool:
+def floors_sizes(body: nn.Module, levels: FeatureInfo, in_channels: int) -> bool:
     """Whether ``body`` makes ``floor(H / s)`` maps of an odd-sized input (a stride-4 patchify stem does)
     where the contract says ``ceil``; tried once with one small odd input, on the body's own device."""
     deepest = max(levels.strides())

@@ -1,9 +1,10 @@
 """Finding a classification model's feature levels from one forward on the ``meta`` device.
 
 A torchvision classifier does not say where its stages end, but running it tells: every module's
-output shape, in the order modules finish.  On a ``H x W`` input with ``H != W`` (so a transposed
-map shows), a module whose output is ``(N, C, ceil(H/s), ceil(W/s))`` is at stride ``s``; Swin's
-stages are ``(N, H/s, W/s, C)`` and are recorded as channels-last.  The level at stride ``s`` is the
+output shape, in the order modules finish.  On an odd ``H x W`` input with ``H != W`` (so a
+transposed map shows), a module whose output is ``(N, C, ceil(H/s), ceil(W/s))`` is at stride ``s``;
+``floor`` sizes count too but mark the tap ``floored`` (a patchify stem, ConvNeXt's and Swin's: the
+backbone then pads its input); Swin's stages are ``(N, H/s, W/s, C)`` and are recorded as channels-last.  The level at stride ``s`` is the
 *last* module to finish at that stride that runs exactly once (a shared activation called twice is
 no stage end): the outermost module of the stage, the one ``create_feature_extractor`` can name.
 
@@ -20,7 +21,7 @@ from torch import nn
 
 __all__ = ["Tap", "find_taps", "finish_order", "PROBE_SIZE"]
 
-PROBE_SIZE = (224, 288)  # ImageNet height; a different width, both multiples of 32
+PROBE_SIZE = (225, 289)  # odd, unequal, ceil and floor differ at every stride 2..32
 LEVEL_STRIDES = (2, 4, 8, 16, 32)
 
 
@@ -32,18 +33,20 @@ class Tap:
     stride: int
     channels: int
     channels_last: bool = False
+    floored: bool = False
 
 
-def _stride_of(shape: tuple[int, ...], height: int, width: int) -> tuple[int, int, bool] | None:
-    """``(stride, channels, channels_last)`` of a 4-D output shape, or ``None`` when it is no feature map."""
+def _stride_of(shape: tuple[int, ...], height: int, width: int) -> tuple[int, int, bool, bool] | None:
+    """``(stride, channels, channels_last, floored)`` of a 4-D output shape, or ``None``: no feature map."""
     if len(shape) != 4:
         return None
     for stride in LEVEL_STRIDES:
-        size = (math.ceil(height / stride), math.ceil(width / stride))
-        if tuple(shape[2:]) == size:
-            return stride, int(shape[1]), False
-        if tuple(shape[1:3]) == size:
-            return stride, int(shape[3]), True
+        for rounding, floored in ((math.ceil, False), (math.floor, True)):
+            size = (rounding(height / stride), rounding(width / stride))
+            if tuple(shape[2:]) == size:
+                return stride, int(shape[1]), False, floored
+            if tuple(shape[1:3]) == size:
+                return stride, int(shape[3]), True, floored
     return None
 
 
@@ -83,8 +86,8 @@ def find_taps(events: list[tuple[str, tuple[int, ...], int]], size: tuple[int, i
         found = _stride_of(shape, *size)
         if found is None or calls != 1:
             continue
-        stride, channels, channels_last = found
+        stride, channels, channels_last, floored = found
         if last and stride < max(last):
             continue  # a stride-2 map after the stride-8 ones is a side branch, not a stage end
-        last[stride] = Tap(path, stride, channels, channels_last)
+        last[stride] = Tap(path, stride, channels, channels_last, floored)
     return [last[stride] for stride in sorted(last)]

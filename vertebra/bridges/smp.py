@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import torch
 from segmentation_models_pytorch.encoders._base import EncoderMixin
+from segmentation_models_pytorch.encoders._utils import patch_first_conv
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -77,9 +78,18 @@ class VertebraEncoder(nn.Module, EncoderMixin):
         self._names = [spec.name for spec in levels]
 
     def set_in_channels(self, in_channels: int, pretrained: bool = True) -> None:
-        """Rebuild the backbone for ``in_channels`` (vertebra backbones take it as an option)."""
-        if in_channels != self._in_channels:
+        """Rebuild the backbone for ``in_channels`` where it takes that option, else smp's own patch
+        of the first convolution (``patch_first_conv``)."""
+        if in_channels == self._in_channels:
+            return
+        try:
             self._build(in_channels)
+        except ConfigError as exc:
+            if not (exc.path or "").endswith("in_channels"):
+                raise
+            patch_first_conv(self.backbone, new_in_channels=in_channels, pretrained=pretrained)
+            self.backbone.in_channels = in_channels  # what the backbone checks its input against
+            self._in_channels, self._out_channels[0] = in_channels, in_channels
 
     def make_dilated(self, output_stride: int) -> None:
         """Nothing to do: the backbone was built with ``output_stride`` (vertebra's own dilation)."""

@@ -26,8 +26,8 @@ from torch import nn
 
 from ..backbones._base import OUTPUT_STRIDES, BackboneMeta
 from ..errors import ConfigError, IncompatibleError, MissingExtraError, UnknownNameError
-from ..features import FeatureSpec
-from ._foreign import ForeignBackbone, level_names
+from ..features import FeatureInfo, FeatureSpec
+from ._foreign import ForeignBackbone, floors_sizes, level_names
 
 __all__ = ["resolve", "timm_backbone", "TimmBackbone", "INSTALL_HINT"]
 
@@ -94,9 +94,15 @@ def timm_backbone(model: str, *, out_indices: Sequence[int] | None = None, outpu
     levels = [FeatureSpec(n, int(c), s, i) for i, (n, c, s) in enumerate(zip(names, info.channels(), strides))]
     modules = dict(body.named_modules())  # timm flattens stages: 'stages.0' lives as 'stages_0'
     paths = [path if path in modules else path.replace(".", "_") for path in info.module_name()]
+    key = (model, output_stride, in_channels)
+    if key not in _pads:  # an architecture fact: one small forward per process, not per build
+        _pads[key] = floors_sizes(body, FeatureInfo(levels), in_channels)
     return TimmBackbone(model, body, levels, module_paths=paths, out_indices=out_indices,
                         in_channels=in_channels, meta=_meta(model, body),
-                        source=f"timm model {model!r}")
+                        source=f"timm model {model!r}", pad=_pads[key])
+
+
+_pads: dict[tuple[str, int, int], bool] = {}  # whether the model floors odd sizes (see floors_sizes)
 
 
 def _create(model: str, options: dict[str, Any], output_stride: int) -> nn.Module:

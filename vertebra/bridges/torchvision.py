@@ -16,7 +16,6 @@ Names are resolved on use (:func:`resolve`); nothing is imported at discovery.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import functools
 import threading
@@ -31,7 +30,7 @@ from ..errors import ConfigError, IncompatibleError, UnknownNameError
 from ..features import FeatureSpec
 from ._dilation import dilate, stage_modules
 from ._foreign import ForeignBackbone, effective_strides, level_names
-from ._taps import Tap, find_taps, finish_order
+from ._taps import PROBE_SIZE, Tap, find_taps, finish_order
 
 __all__ = ["resolve", "torchvision_backbone", "TorchvisionBackbone"]
 
@@ -87,18 +86,19 @@ def torchvision_backbone(model: str, *, out_indices: Sequence[int] | None = None
     names = level_names([tap.stride for tap in plan.taps])
     body = create_feature_extractor(real, return_nodes={tap.path: name for tap, name in zip(plan.taps, names)})
     levels = [FeatureSpec(n, tap.channels, s, i) for i, (n, tap, s) in enumerate(zip(names, plan.taps, strides))]
-    return TorchvisionBackbone(model, plan.classifier_prefixes, body, levels,
+    return TorchvisionBackbone(model, plan.weighted_children, body, levels,
                                module_paths=[tap.path for tap in plan.taps], out_indices=out_indices,
                                channels_last=[tap.channels_last for tap in plan.taps],
                                meta=BackboneMeta(family=f"torchvision:{model}", torchvision_name=model),
-                               source=f"torchvision model {model!r}")
+                               source=f"torchvision model {model!r}", pad=any(t.floored for t in plan.taps))
 
 
 class _Plan:
     """What one model needs, found once on the meta device: its taps, the stages to dilate, its head."""
 
-    def __init__(self, taps: list[Tap], dilations: list[tuple[list[str], int]], classifier_prefixes: tuple[str, ...]):
-        self.taps, self.dilations, self.classifier_prefixes = taps, dilations, classifier_prefixes
+    def __init__(self, taps: list[Tap], dilations: list[tuple[list[str], int]], weighted: tuple[str, ...]):
+        self.taps, self.dilations, self.weighted_children = taps, dilations, weighted
+        self.events: list[tuple[str, tuple[int, ...], int]] = []  # the meta forward's record (undilated)
 
 
 _plans: dict[tuple[str, int], _Plan] = {}
@@ -106,35 +106,40 @@ _plans_lock = threading.Lock()
 
 
 def _plan(model: str, builder: Callable[..., nn.Module], output_stride: int) -> _Plan:
-    key = (model, output_stride)
+    """The plan for ``model`` at ``output_stride``, made once per process (the undilated one first)."""
     with _plans_lock:
-        if key not in _plans:
-            _plans[key] = _make_plan(model, builder, output_stride)
-        return _plans[key]
+        if (model, 32) not in _plans:
+            _plans[(model, 32)] = _undilated_plan(model, builder)
+        if (model, output_stride) not in _plans:
+            _plans[(model, output_stride)] = _dilated_plan(model, builder, _plans[(model, 32)], output_stride)
+        return _plans[(model, output_stride)]
 
 
-def _make_plan(model: str, builder: Callable[..., nn.Module], output_stride: int) -> _Plan:
+def _undilated_plan(model: str, builder: Callable[..., nn.Module]) -> _Plan:
     twin = _meta_twin(builder)
     try:
         events = finish_order(twin)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run at 224x288 has no levels to find
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run at this size has no levels to find
         raise IncompatibleError(f"torchvision model {model!r} cannot be used as a backbone: it does not run on a "
-                                f"224x288 image ({type(exc).__name__}: {exc}); vision transformers need their "
-                                "fixed square size and return tokens, not feature maps") from exc
+                                f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} image ({type(exc).__name__}: {exc}); vision "
+                                "transformers need their fixed square size and return tokens, not feature maps") from exc
     taps = find_taps(events)
     if [tap.stride for tap in taps][-3:] != [8, 16, 32]:
-        raise IncompatibleError(f"torchvision model {model!r} has no ceil(H/s)-sized feature maps at strides 8, 16 "
-                                f"and 32 on a 224x288 image (found strides {[tap.stride for tap in taps]}; unpadded "
-                                "convolutions or pools shrink its maps), so it cannot serve as a backbone")
-    used = {tap.path.split(".")[0] for tap in taps}
-    classifier = tuple(f"{name}." for name, child in twin.named_children()
-                       if name not in used and any(True for _ in child.parameters()))
+        raise IncompatibleError(f"torchvision model {model!r} has no feature maps at strides 8, 16 and 32 on a "
+                                f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} image (found strides {[t.stride for t in taps]}; "
+                                "unpadded convolutions or pools shrink its maps), so it cannot serve as a backbone")
+    weighted = tuple(name for name, child in twin.named_children() if any(True for _ in child.parameters()))
+    plan = _Plan(taps, [], weighted)
+    plan.events = events
+    return plan
+
+
+def _dilated_plan(model: str, builder: Callable[..., nn.Module], base: _Plan, output_stride: int) -> _Plan:
     dilations = [(stage, tap.stride // output_stride)
-                 for stage, tap in zip(stage_modules(events, [t.path for t in taps]), taps)
+                 for stage, tap in zip(stage_modules(base.events, [t.path for t in base.taps]), base.taps)
                  if tap.stride > output_stride]
-    if dilations:
-        _check_dilation(model, twin, dilations, taps, output_stride)
-    return _Plan(taps, dilations, classifier)
+    _check_dilation(model, _meta_twin(builder), dilations, base.taps, output_stride)
+    return _Plan(base.taps, dilations, base.weighted_children)
 
 
 def _construct(builder: Callable[..., nn.Module]) -> nn.Module:
@@ -158,7 +163,6 @@ def _meta_twin(builder: Callable[..., nn.Module]) -> nn.Module:
 def _check_dilation(model: str, twin: nn.Module, dilations: list[tuple[list[str], int]], taps: list[Tap],
                     output_stride: int) -> None:
     """Dilate a meta copy and run it: refuse with the reason unless every level lands where it should."""
-    twin = copy.deepcopy(twin)
     for stage, rate in dilations:
         problem = dilate(twin, stage, rate)
         if problem:
@@ -177,11 +181,11 @@ def _check_dilation(model: str, twin: nn.Module, dilations: list[tuple[list[str]
 class TorchvisionBackbone(ForeignBackbone):
     """A torchvision classifier cut at its levels (``create_feature_extractor``), vertebra's contract outside."""
 
-    def __init__(self, model: str, classifier_prefixes: tuple[str, ...], body: nn.Module,
+    def __init__(self, model: str, weighted_children: tuple[str, ...], body: nn.Module,
                  levels: Sequence[FeatureSpec], **kwargs: Any):
         super().__init__(body, levels, **kwargs)
         self.torchvision_name = model
-        self._classifier_prefixes = classifier_prefixes
+        self._weighted_children = weighted_children  # the classifier's top-level modules with weights
 
     @property
     def weights_key_map(self):
@@ -191,4 +195,4 @@ class TorchvisionBackbone(ForeignBackbone):
 
         children = [name for name, _ in self.body.named_children()]
         return KeyMap(rules=[(f"{name}.", f"body.{name}.") for name in children],
-                      drop=self._classifier_prefixes)
+                      drop=[f"{name}." for name in self._weighted_children if name not in children])

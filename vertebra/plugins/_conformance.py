@@ -46,6 +46,9 @@ __all__ = ["check_backbone", "ConformanceReport", "CHECKS"]
 
 CHECKS = ("contract", "output_stride", "out_indices", "meta", "state_dict", "freeze", "checkpointing",
           "heads", "export")
+# Checks that run forwards and compare them with feature_info: after a broken contract they would only
+# repeat its message, so they are skipped and the one clear violation stands alone.
+_NEEDS_CONTRACT = ("output_stride", "out_indices", "meta", "state_dict", "checkpointing", "heads", "export")
 _CANDIDATE_PLUGIN, _CANDIDATE = "vertebra_conformance", "candidate"
 _HEAD_SIZE = 32  # divisible by 32: every head's size rule holds; the deepest map is 1x1 at stride 32
 
@@ -117,12 +120,16 @@ class _Battery:
             self.report.violations.append(f"build: {type(exc).__name__}: {exc}")
             raise self.failure() from exc
         for check in (c for c in CHECKS if c in checks):
+            if check in _NEEDS_CONTRACT and "contract" not in self.report.passed and "contract" in checks:
+                self.report.refused.append(f"{check}: skipped, the contract check failed")
+                continue
             before = len(self.report.violations)
             try:
                 getattr(self, f"check_{check}")(reference)
             except Exception as exc:  # noqa: BLE001 - a crash inside a check is that check's violation
                 self.report.violations.append(f"{check}: {type(exc).__name__}: {exc}")
-            if len(self.report.violations) == before:
+            skipped = any(r.startswith(f"{check}: ") for r in self.report.refused)  # e.g. no freeze()
+            if len(self.report.violations) == before and not skipped:
                 self.report.passed.append(check)
         if self.report.violations:
             raise self.failure()
