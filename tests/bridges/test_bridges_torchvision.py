@@ -61,5 +61,9 @@ def test_what_cannot_be_a_backbone_or_dilated_is_refused_with_the_reason(model, 
 def test_names_are_resolved_and_listed_from_torchvision():
     assert "torchvision:regnet_x_400mf" in registry.list_backbones("torchvision:regnet_x_*")
     assert "torchvision:resnet18" not in registry.list_backbones()  # a namespace is not enumerated
+    described = registry.describe("torchvision:regnet_x_400mf")
+    assert (described.kind, described.plugin, described.summary) == \
+        ("backbone", "vertebra", "torchvision model 'regnet_x_400mf' as a vertebra backbone.")
+    assert [s.stride for s in described.levels] == [2, 4, 8, 16, 32]
     with pytest.raises(UnknownNameError, match="resnet18"):
         registry.build_backbone("torchvision:resnet81")

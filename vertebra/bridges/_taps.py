@@ -4,7 +4,8 @@ A torchvision classifier does not say where its stages end, but running it tells
 output shape, in the order modules finish.  On an odd ``H x W`` input with ``H != W`` (so a
 transposed map shows), a module whose output is ``(N, C, ceil(H/s), ceil(W/s))`` is at stride ``s``;
 ``floor`` sizes count too but mark the tap ``floored`` (a patchify stem, ConvNeXt's and Swin's: the
-backbone then pads its input); Swin's stages are ``(N, H/s, W/s, C)`` and are recorded as channels-last.  The level at stride ``s`` is the
+backbone then pads its input); Swin's stages are ``(N, H/s, W/s, C)`` and are recorded as
+channels-last.  The level at stride ``s`` is the
 *last* module to finish at that stride that runs exactly once (a shared activation called twice is
 no stage end): the outermost module of the stage, the one ``create_feature_extractor`` can name.
 

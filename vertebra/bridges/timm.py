@@ -52,7 +52,7 @@ class _Resolver:
         if not timm.is_model(name):
             raise UnknownNameError("timm model", name, timm.list_models())
         factory = functools.partial(timm_backbone, name)
-        factory.__doc__ = f"timm model {name!r} as a vertebra backbone. " + (timm_backbone.__doc__ or "")
+        factory.__doc__ = f"timm model {name!r} (features_only) as a vertebra backbone.\n\n{timm_backbone.__doc__}"
         return factory
 
     def list_names(self, pattern: str) -> list[str]:

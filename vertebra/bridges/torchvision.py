@@ -49,7 +49,7 @@ class _Resolver:
         if name not in models:
             raise UnknownNameError("torchvision classification model", name, models)
         factory = functools.partial(torchvision_backbone, name)
-        factory.__doc__ = f"torchvision model {name!r} as a vertebra backbone. " + (torchvision_backbone.__doc__ or "")
+        factory.__doc__ = f"torchvision model {name!r} as a vertebra backbone.\n\n{torchvision_backbone.__doc__}"
         return factory
 
     def list_names(self, pattern: str) -> list[str]:
@@ -122,7 +122,8 @@ def _undilated_plan(model: str, builder: Callable[..., nn.Module]) -> _Plan:
     except Exception as exc:  # noqa: BLE001 - a model that cannot run at this size has no levels to find
         raise IncompatibleError(f"torchvision model {model!r} cannot be used as a backbone: it does not run on a "
                                 f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} image ({type(exc).__name__}: {exc}); vision "
-                                "transformers need their fixed square size and return tokens, not feature maps") from exc
+                                "transformers need their fixed square size and return tokens, not feature maps"
+                                ) from exc
     taps = find_taps(events)
     if [tap.stride for tap in taps][-3:] != [8, 16, 32]:
         raise IncompatibleError(f"torchvision model {model!r} has no feature maps at strides 8, 16 and 32 on a "

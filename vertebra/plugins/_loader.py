@@ -31,7 +31,8 @@ from ._guard import contained, describe_cause
 from ._lazy import LazyFactory
 
 __all__ = [
-    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "NAMESPACE", "PluginInfo", "PluginWarning", "Registration",
+    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "NAMESPACE", "PluginInfo", "PluginWarning",
+    "Registration",
     "Settings", "Candidate", "PluginLoader", "discover", "rediscover", "generation",
 ]
 

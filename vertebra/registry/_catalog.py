@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, PluginError, UnknownNameError, VertebraError
 from ..plugins._guard import describe_cause
-from ..plugins._loader import (BUILTIN_NAME, KINDS, NAMESPACE, TABLES, Candidate, PluginInfo, PluginLoader, Registration,
-                               Settings, discover, generation)
+from ..plugins._loader import (BUILTIN_NAME, KINDS, NAMESPACE, TABLES, Candidate, PluginInfo, PluginLoader,
+                               Registration, Settings, discover, generation)
 from ..plugins._lock import first_use_lock
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
@@ -138,8 +138,10 @@ class Catalog:
         return sorted(result)
 
     def kinds_of(self, name: str) -> list[str]:
-        bare = name.split(":", 1)[-1]
-        return [kind for kind in KINDS if bare in self._entries[kind]]
+        """The kinds ``name`` is registered as; a namespaced name (``timm:resnet18``) is a backbone."""
+        prefix, _, bare = name.rpartition(":")
+        namespaced = bool(prefix) and self.bare_owner(NAMESPACE, prefix) is not None
+        return [kind for kind in KINDS if bare in self._entries[kind] or (namespaced and kind == "backbone")]
 
     def lookup(self, kind: str, name: Any) -> Entry:
         """The entry for ``name`` (bare or ``plugin:name``); errors suggest and explain."""
