@@ -176,13 +176,16 @@ class Catalog:
         """``(name, namespace entry)`` for the names a namespace lists for ``pattern`` (``'timm:*resnet*'``).
 
         Only a pattern whose prefix (before the colon, no wildcards) is a namespace asks it; a
-        resolver without ``list_names`` lists nothing.
+        resolver without ``list_names`` lists nothing; a name a plugin registered itself is left
+        to that entry.
         """
         prefix, colon, rest = (pattern or "").partition(":")
         namespace = self.bare_owner(NAMESPACE, prefix) if kind == "backbone" and colon else None
         if namespace is None or not hasattr(namespace.factory, "list_names"):
             return []
-        return [(f"{prefix}:{name}", namespace) for name in namespace.factory.list_names(rest)]
+        taken = {entry.qualified_name for entry in self.entries(kind)}  # a plugin's own entry wins
+        return [(f"{prefix}:{name}", namespace) for name in namespace.factory.list_names(rest)
+                if f"{prefix}:{name}" not in taken]
 
     def _resolve(self, namespace: Entry, name: str) -> Entry:
         """The backbone ``namespace.name:name``, asked of its resolver once per catalog state."""
