@@ -13,7 +13,7 @@ from vertebra.plugins.testing import check_backbone
 from vertebra.weights import load_weights
 
 HEADS = ("classifier", "lraspp", "deeplabv3", "fasterrcnn_fpn", "unet")
-CHECKS = ["contract", "output_stride", "out_indices", "meta", "state_dict", "freeze", "heads"]
+CHECKS = ["contract", "output_stride", "out_indices", "meta", "state_dict", "freeze", "checkpointing", "heads"]
 
 
 @pytest.mark.parametrize("model, levels", [

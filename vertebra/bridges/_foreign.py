@@ -96,7 +96,7 @@ class ForeignBackbone(nn.Module):
         if self._pad:  # a patchify stem floors odd sizes: pad, then cut each level to ceil(H / stride)
             multiple = self.output_stride
             x = F.pad(x, (0, -width % multiple, 0, -height % multiple))
-        produced = self.body(x)
+        produced = self._run_body(x)
         values = list(produced.values()) if isinstance(produced, Mapping) else list(produced)
         out: OrderedDict[str, Tensor] = OrderedDict()
         for index in self._selected:
@@ -106,6 +106,10 @@ class ForeignBackbone(nn.Module):
                 tensor = tensor[..., :-(-height // spec.stride), :-(-width // spec.stride)]
             out[spec.name] = tensor
         return out
+
+    def _run_body(self, x: Tensor) -> Any:
+        """``body(x)``; a bridge that checkpoints its stages runs them here instead."""
+        return self.body(x)
 
     # -- training-time features -------------------------------------------------------------
     def freeze(self, stages: int | None = None, bn: Literal["frozen", "eval", "train"] = "eval", *,
@@ -131,6 +135,7 @@ class ForeignBackbone(nn.Module):
         elif bn == "frozen":
             for name, norm in norms:
                 _swap_frozen(self.body, name, norm)
+            self.__dict__.pop("_stages", None)  # a bridge's cached stage graphs held the old modules
         self.train(self.training)
         return self
 

@@ -9,6 +9,7 @@ convolutions (ResNet, ResNeXt, RegNet, ConvNeXt, EfficientNet, MobileNet ...) an
 the layer that prevents it elsewhere (a strided pooling layer, Swin's patch merging).  The result is
 checked on the meta device before the real model is built, so a refusal costs no weights.
 
+Gradient checkpointing splits the feature graph at its levels and recomputes each piece in backward.
 Weights: torchvision's own checkpoints (``torch.hub`` files, ``.pth``) load through vertebra's strict
 loader; the classifier's keys are dropped by name (:attr:`TorchvisionBackbone.weights_key_map`).
 Names are resolved on use (:func:`resolve`); nothing is imported at discovery.
@@ -24,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..backbones._base import OUTPUT_STRIDES, BackboneMeta
 from ..errors import ConfigError, IncompatibleError, UnknownNameError
@@ -182,6 +184,24 @@ def _check_dilation(model: str, twin: nn.Module, dilations: list[tuple[list[str]
 class TorchvisionBackbone(ForeignBackbone):
     """A torchvision classifier cut at its levels (``create_feature_extractor``), vertebra's contract outside."""
 
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> "TorchvisionBackbone":
+        """Recompute each stage (the graph between two levels) in backward instead of storing it.
+
+        The feature graph is split at its levels (``torch.fx`` ``split_module``); the pieces call the
+        very modules of ``body``, so parameters and the state dict are unchanged.
+        """
+        self.grad_checkpointing = bool(enable)
+        return self
+
+    def _run_body(self, x):
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.body(x)
+        if "_stages" not in self.__dict__:  # kept out of the submodules: no second copy in the state dict
+            self.__dict__["_stages"] = _checkpointed_stages(self.body)
+        return self.__dict__["_stages"](x)
+
     def __init__(self, model: str, weighted_children: tuple[str, ...], body: nn.Module,
                  levels: Sequence[FeatureSpec], **kwargs: Any):
         super().__init__(body, levels, **kwargs)
@@ -197,3 +217,27 @@ class TorchvisionBackbone(ForeignBackbone):
         children = [name for name, _ in self.body.named_children()]
         return KeyMap(rules=[(f"{name}.", f"body.{name}.") for name in children],
                       drop=[f"{name}." for name in self._weighted_children if name not in children])
+
+
+def _checkpointed_stages(body: nn.Module) -> nn.Module:
+    """``body``'s training graph split at its level nodes, each piece run under ``torch.utils.checkpoint``."""
+    from torch.fx import GraphModule
+    from torch.fx.passes.split_module import split_module
+
+    graph = GraphModule(body, getattr(body, "train_graph", body.graph))
+    order = {node: i for i, node in enumerate(graph.graph.nodes)}
+    output = next(node for node in graph.graph.nodes if node.op == "output")
+    ends = [order[node] for node in output.args[0].values()]
+    split = split_module(graph, body, lambda node: next((k for k, end in enumerate(ends) if order[node] <= end),
+                                                        len(ends) - 1))
+    for node in list(split.graph.nodes):
+        if node.op == "call_module":
+            with split.graph.inserting_before(node):
+                stage = split.graph.get_attr(node.target)
+            node.op, node.target, node.args = "call_function", _checkpoint, (stage, *node.args)
+    split.recompile()
+    return split
+
+
+def _checkpoint(stage: nn.Module, *args: Any) -> Any:
+    return checkpoint(stage, *args, use_reentrant=False)
