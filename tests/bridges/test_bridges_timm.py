@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from vertebra import registry
 from vertebra.bridges.timm import INSTALL_HINT, resolve
-from vertebra.errors import IncompatibleError, MissingExtraError, UnknownNameError
+from vertebra.errors import ConfigError, IncompatibleError, MissingExtraError, UnknownNameError
 from vertebra.plugins.testing import check_backbone
 
 HEADS = ("classifier", "lraspp", "deeplabv3", "fasterrcnn_fpn", "unet")
@@ -62,6 +62,9 @@ def test_output_stride_is_refused_with_the_reason_where_timm_cannot_dilate():
 def test_unknown_models_and_a_missing_timm_are_typed_errors(monkeypatch):
     with pytest.raises(UnknownNameError, match="resnet18"):
         registry.build_backbone("timm:resnet81")
+    with pytest.raises(ConfigError, match="output_stride must be one of") as caught:
+        registry.build_backbone("timm:resnet18", output_stride=12)
+    assert caught.value.path == "output_stride"
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     with pytest.raises(MissingExtraError, match=re.escape(f"run: {INSTALL_HINT}")) as caught:
         resolve("resnet18")

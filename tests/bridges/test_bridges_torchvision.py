@@ -8,7 +8,7 @@ import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from vertebra import registry
-from vertebra.errors import IncompatibleError, UnknownNameError
+from vertebra.errors import ConfigError, IncompatibleError, UnknownNameError
 from vertebra.plugins.testing import check_backbone
 from vertebra.weights import load_weights
 
@@ -67,3 +67,5 @@ def test_names_are_resolved_and_listed_from_torchvision():
     assert [s.stride for s in described.levels] == [2, 4, 8, 16, 32]
     with pytest.raises(UnknownNameError, match="resnet18"):
         registry.build_backbone("torchvision:resnet81")
+    with pytest.raises(ConfigError, match="output_stride must be one of"):
+        registry.build_backbone("torchvision:resnet18", output_stride=4)
