@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import pytest
-import torch
 from torch import nn
 
 from vertebra import registry
