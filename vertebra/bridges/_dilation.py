@@ -19,12 +19,12 @@ from torch import nn
 __all__ = ["stage_modules", "dilate"]
 
 
-def stage_modules(events: Sequence[tuple[str, tuple[int, ...], int]], ends: Sequence[str]) -> list[list[str]]:
+def stage_modules(events: Sequence[tuple], ends: Sequence[str]) -> list[list[str]]:
     """The module paths that finish within each stage: after the previous level's module, up to its own.
 
     ``events`` is :func:`~._taps.finish_order`'s record; ``ends`` the module producing each level.
     """
-    order = [path for path, _, _ in events]
+    order = [event[0] for event in events]
     stages, start = [], 0
     for end in ends:
         stop = max(i for i, path in enumerate(order) if path == end) + 1

@@ -7,7 +7,8 @@ transposed map shows), a module whose output is ``(N, C, ceil(H/s), ceil(W/s))``
 backbone then pads its input); Swin's stages are ``(N, H/s, W/s, C)`` and are recorded as
 channels-last.  The level at stride ``s`` is the
 *last* module to finish at that stride that runs exactly once (a shared activation called twice is
-no stage end): the outermost module of the stage, the one ``create_feature_extractor`` can name.
+no stage end) and is not inside a block that ends at another stride: the outermost module of the
+stage, the one ``create_feature_extractor`` can name.
 
 Meta tensors carry shapes only, so this costs no memory and next to no time, whatever the model.
 """
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Tap", "find_taps", "finish_order", "PROBE_SIZE"]
+__all__ = ["Tap", "Event", "find_taps", "finish_order", "PROBE_SIZE"]
 
 PROBE_SIZE = (225, 289)  # odd, unequal, ceil and floor differ at every stride 2..32
 LEVEL_STRIDES = (2, 4, 8, 16, 32)
+Event = tuple[str, tuple[int, ...], int, tuple[int, ...]]  # path, output shape, calls, input shape
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,12 @@ class Tap:
     floored: bool = False
 
 
-def _stride_of(shape: tuple[int, ...], height: int, width: int) -> tuple[int, int, bool, bool] | None:
-    """``(stride, channels, channels_last, floored)`` of a 4-D output shape, or ``None``: no feature map."""
+def _stride_of(shape: tuple[int, ...], height: int, width: int,
+               also: tuple[int, ...] = ()) -> tuple[int, int, bool, bool] | None:
+    """``(stride, channels, channels_last, floored)`` of a 4-D shape (strides 2..32 and ``also``), or ``None``."""
     if len(shape) != 4:
         return None
-    for stride in LEVEL_STRIDES:
+    for stride in (*also, *LEVEL_STRIDES):
         for rounding, floored in ((math.ceil, False), (math.floor, True)):
             size = (rounding(height / stride), rounding(width / stride))
             if tuple(shape[2:]) == size:
@@ -51,20 +54,22 @@ def _stride_of(shape: tuple[int, ...], height: int, width: int) -> tuple[int, in
     return None
 
 
-def finish_order(model: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> list[tuple[str, tuple[int, ...], int]]:
-    """``(module path, output shape, how often it ran)`` for every module call of one meta forward, in finishing order.
+def finish_order(model: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> list[Event]:
+    """``(module path, output shape, how often it ran, input shape)`` for every module call of one meta
+    forward, in finishing order.
 
     ``model`` must be on the ``meta`` device; it is run in eval mode (no auxiliary heads).
     """
-    events: list[tuple[str, tuple[int, ...], int]] = []
+    events: list[Event] = []
     calls: dict[str, int] = {}
     handles = []
 
     def record(path: str):
-        def hook(_module, _inputs, output):
+        def hook(_module, inputs, output):
             calls[path] = calls.get(path, 0) + 1
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-            events.append((path, shape, calls[path]))
+            first = inputs[0] if inputs else None
+            events.append((path, shape, calls[path], tuple(first.shape) if isinstance(first, torch.Tensor) else ()))
         return hook
 
     for path, module in model.named_modules():
@@ -77,18 +82,32 @@ def finish_order(model: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> list[t
     finally:
         for handle in handles:
             handle.remove()
-    return [(path, shape, calls[path]) for path, shape, _ in events]
+    return [(path, shape, calls[path], entered) for path, shape, _, entered in events]
 
 
-def find_taps(events: list[tuple[str, tuple[int, ...], int]], size: tuple[int, int] = PROBE_SIZE) -> list[Tap]:
+def find_taps(events: list[Event], size: tuple[int, int] = PROBE_SIZE) -> list[Tap]:
     """One :class:`Tap` per stride in 2..32 the model has, shallow to deep (see the module doc)."""
+    entered_at = {path: found[0] for path, _, _, shape in events if (found := _stride_of(shape, *size, (1,)))}
+    ended_at = {path: found[0] for path, shape, _, _ in events if (found := _stride_of(shape, *size))}
     last: dict[int, Tap] = {}
-    for path, shape, calls in events:
+    for path, shape, calls, _ in events:
         found = _stride_of(shape, *size)
-        if found is None or calls != 1:
+        if found is None or calls != 1 or _inside_a_strided_block(path, found[0], entered_at, ended_at):
             continue
         stride, channels, channels_last, floored = found
         if last and stride < max(last):
             continue  # a stride-2 map after the stride-8 ones is a side branch, not a stage end
         last[stride] = Tap(path, stride, channels, channels_last, floored)
     return [last[stride] for stride in sorted(last)]
+
+
+def _inside_a_strided_block(path: str, stride: int, entered_at: dict[str, int], ended_at: dict[str, int]) -> bool:
+    """Whether ``path`` lies inside a block that takes a map at its stride and returns another stride:
+    it is then the inside of the next stage's first block (MobileNet's expansion convolution), not
+    the end of a stage.  A container of several stages (``features``) takes the image, not such a map."""
+    parts = path.split(".")
+    for depth in range(1, len(parts)):
+        block = ".".join(parts[:depth])
+        if entered_at.get(block) == stride and ended_at.get(block, stride) != stride:
+            return True
+    return False

@@ -32,7 +32,7 @@ from ..errors import ConfigError, IncompatibleError, UnknownNameError
 from ..features import FeatureSpec
 from ._dilation import dilate, stage_modules
 from ._foreign import ForeignBackbone, effective_strides, level_names
-from ._taps import PROBE_SIZE, Tap, find_taps, finish_order
+from ._taps import PROBE_SIZE, Event, Tap, find_taps, finish_order
 
 __all__ = ["resolve", "torchvision_backbone", "TorchvisionBackbone"]
 
@@ -100,7 +100,7 @@ class _Plan:
 
     def __init__(self, taps: list[Tap], dilations: list[tuple[list[str], int]], weighted: tuple[str, ...]):
         self.taps, self.dilations, self.weighted_children = taps, dilations, weighted
-        self.events: list[tuple[str, tuple[int, ...], int]] = []  # the meta forward's record (undilated)
+        self.events: list[Event] = []  # the meta forward's record (undilated)
 
 
 _plans: dict[tuple[str, int], _Plan] = {}
@@ -171,10 +171,10 @@ def _check_dilation(model: str, twin: nn.Module, dilations: list[tuple[list[str]
         if problem:
             raise IncompatibleError(f"torchvision model {model!r} cannot be dilated to output_stride="
                                     f"{output_stride}: {problem}; use output_stride=32")
-    found = {path: shape for path, shape, _ in finish_order(twin)}
+    found = {event[0]: event[1] for event in finish_order(twin)}
     for tap, stride in zip(taps, effective_strides([t.stride for t in taps], output_stride)):
         shape = found.get(tap.path, ())
-        if [t.stride for t in find_taps([(tap.path, shape, 1)])] != [stride]:
+        if [t.stride for t in find_taps([(tap.path, shape, 1, ())])] != [stride]:
             raise IncompatibleError(f"torchvision model {model!r} cannot be dilated to output_stride="
                                     f"{output_stride}: once dilated, {tap.path} gives {shape} instead of a stride-"
                                     f"{stride} map (the stage is strided by a layer that is not a convolution); "
