@@ -69,3 +69,11 @@ def test_names_are_resolved_and_listed_from_torchvision():
         registry.build_backbone("torchvision:resnet81")
     with pytest.raises(ConfigError, match="output_stride must be one of"):
         registry.build_backbone("torchvision:resnet18", output_stride=4)
+
+
+def test_levels_are_stage_ends_the_same_as_vertebras_own_family():
+    with torch.device("meta"):
+        bridged = registry.build_backbone("torchvision:efficientnet_b0")
+        own = registry.build_backbone("efficientnet_b0")  # the same architecture, vertebra's table
+    assert [(s.name, s.channels, s.stride) for s in bridged.all_levels] == \
+        [(s.name, s.channels, s.stride) for s in own.all_levels]
