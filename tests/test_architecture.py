@@ -29,8 +29,13 @@ ROOT = Path(vertebra.__file__).parent
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package root", (PACKAGE, "vertebra.__main__")),
     ("cli", ("vertebra.cli",)),
+    # The plugin author's test kit runs the registry, the heads and the export path on a backbone.
+    ("conformance kit", ("vertebra.plugins.testing", "vertebra.plugins._conformance")),
     ("engine", ("vertebra.engine", "vertebra.deploy", "vertebra.quantization")),
     ("data and metrics", ("vertebra.data", "vertebra.metrics")),
+    # timm/torchvision backbones (reached by lazy reference from the built-in plugin) and smp encoders
+    # (which build vertebra backbones through the registry).
+    ("bridges", ("vertebra.bridges",)),
     ("registry", ("vertebra.registry",)),
     ("plugins", ("vertebra.plugins",)),
     ("inference", ("vertebra.inference",)),

@@ -28,6 +28,7 @@ __all__ = [
     "OutputError",
     "ExportError",
     "MissingExtraError",
+    "ConformanceError",
     "suggest",
 ]
 
@@ -114,6 +115,11 @@ class ExportError(VertebraError, ValueError):
 
 class MissingExtraError(VertebraError, ImportError):
     """An optional dependency that is not installed; the message names the ``pip install`` to run."""
+
+
+class ConformanceError(VertebraError, AssertionError):
+    """A backbone that breaks the feature contract (``vertebra.plugins.testing.check_backbone``); the
+    message lists every violation found, each naming the check, the level and both values."""
 
 
 class QuantizationError(VertebraError, ValueError):

@@ -79,3 +79,13 @@ def test_example_backbone_validates_its_own_arguments(example):
         registry.build_backbone("tiny_convnet", width=0)
     with pytest.raises(ConfigError, match="^backbone.width:"):
         registry.build("classifier", backbone={"name": "tiny_convnet", "width": -1})
+
+
+def test_example_passes_the_conformance_kit_under_every_compatible_head(example):
+    from vertebra.plugins.testing import check_backbone
+
+    report = check_backbone("example:tiny_convnet", kwargs={"width": 4}, sizes=((67, 45),))
+    assert report.passed == ["contract", "output_stride", "out_indices", "meta", "state_dict", "freeze",
+                             "checkpointing", "heads", "export"]
+    assert not [r for r in report.refused if not r.startswith("head ")]  # only heads that do not fit it
+    assert {r.split(":")[0] for r in report.refused} <= {"head deeplabv3plus", "head upernet"}

@@ -31,7 +31,8 @@ from ._guard import contained, describe_cause
 from ._lazy import LazyFactory
 
 __all__ = [
-    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "PluginInfo", "PluginWarning", "Registration",
+    "BUILTIN_NAME", "ENTRY_POINT_GROUP", "KINDS", "WEIGHTS", "TABLES", "NAMESPACE", "PluginInfo", "PluginWarning",
+    "Registration",
     "Settings", "Candidate", "PluginLoader", "discover", "rediscover", "generation",
 ]
 
@@ -41,8 +42,9 @@ ENTRY_POINT_GROUP = "vertebra"
 KINDS = ("backbone", "head")  # what the registry builds
 WEIGHTS = "weights"           # named checkpoints (vertebra.weights.WeightsEntry), looked up like the kinds
 TABLES = (*KINDS, WEIGHTS)
+NAMESPACE = "namespace"       # a backbone name prefix resolved on use (``timm:...``), not listed
 HOOKS = {"backbone": "vertebra_register_backbones", "head": "vertebra_register_heads",
-         WEIGHTS: "vertebra_register_weights"}
+         WEIGHTS: "vertebra_register_weights", NAMESPACE: "vertebra_register_backbone_namespaces"}
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 ENV_STRICT = "VERTEBRA_STRICT_PLUGINS"

@@ -26,6 +26,12 @@ BACKBONE_MODULES = (
     "vertebra.backbones.efficientnet_v2",
     "vertebra.backbones.mobilenetv3",
 )
+# Name prefixes resolved on use (vertebra_register_backbone_namespaces): a whole zoo per prefix,
+# neither listed nor imported at discovery.
+BACKBONE_NAMESPACES = {
+    "timm": "vertebra.bridges.timm:resolve",
+    "torchvision": "vertebra.bridges.torchvision:resolve",
+}
 HEAD_MODULES = (
     "vertebra.heads.classifier",
     "vertebra.heads.detection",
@@ -51,6 +57,12 @@ def _register_all(register, module_names) -> None:
 @hookimpl
 def vertebra_register_backbones(register) -> None:
     _register_all(register, BACKBONE_MODULES)
+
+
+@hookimpl
+def vertebra_register_backbone_namespaces(register) -> None:
+    for prefix, reference in BACKBONE_NAMESPACES.items():
+        register(prefix, lazy(reference))
 
 
 @hookimpl

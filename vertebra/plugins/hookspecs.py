@@ -70,6 +70,28 @@ def vertebra_register_backbones(register: Register) -> None:
 
 
 @hookspec
+def vertebra_register_backbone_namespaces(register: Register) -> None:
+    """Register a name prefix whose backbones are resolved on use: ``register(prefix, resolver)``.
+
+    A namespace serves a whole zoo without listing it at discovery: the name ``prefix:rest`` (say
+    ``timm:resnet18``) reaches ``resolver("rest")`` the first time it is built or described, which
+    returns the backbone factory (its keyword arguments are the options, as for
+    :func:`vertebra_register_backbones`) or raises :class:`~vertebra.errors.UnknownNameError`.
+    Register a lazy reference so discovery imports nothing::
+
+        @hookimpl
+        def vertebra_register_backbone_namespaces(register):
+            register("mynet", lazy("my_package.zoo:resolve"))
+
+    ``vertebra list 'mynet:*'`` calls ``resolver.list_names(pattern)`` (the part after the colon,
+    an fnmatch pattern) when the resolver has that attribute; it is asked only for patterns that
+    name the prefix, so plain ``vertebra list`` never imports the zoo.  A registered backbone
+    ``prefix:name`` of a plugin called ``prefix`` wins over the namespace; vertebra's own bridges
+    are the namespaces ``timm`` and ``torchvision`` (see docs/bring-your-own-backbone.md).
+    """
+
+
+@hookspec
 def vertebra_register_heads(register: Register) -> None:
     """Register head builders: call ``register(name, builder)`` once per head.
 

@@ -9,6 +9,14 @@ installed distribution's, so discovery is exercised for real::
                               modules={"my_plugin_mod": PLUGIN_SOURCE})
     with mounted(root):
         assert "my_net" in registry.list_backbones()
+
+:func:`check_backbone` runs the whole feature-contract battery on a backbone (a registered name or a
+factory) and raises one :class:`~vertebra.errors.ConformanceError` listing every violation::
+
+    check_backbone("my_plugin:my_net", kwargs={"width": 4}, heads=["classifier", "lraspp"])
+
+This module sits above the registry and the deployment path it exercises (tests/test_architecture.py
+gives it its own layer); nothing in vertebra imports it.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ import textwrap
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from ._conformance import CHECKS, ConformanceReport, check_backbone
 from ._loader import ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_STRICT, rediscover
 
-__all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS"]
+__all__ = ["write_distribution", "mounted", "isolated_registry", "PLUGIN_ENV_VARS", "check_backbone",
+           "ConformanceReport", "CHECKS"]
 
 # The environment variables that change what discovery loads (see docs/plugins.md).
 PLUGIN_ENV_VARS = (ENV_STRICT, ENV_NO_AUTOLOAD, ENV_DISABLE)

@@ -5,6 +5,11 @@ every later call reuses the result until :func:`reset`.  Two plugins may registe
 both entries are kept, the bare name then refuses to guess (naming both sources), and the qualified
 name ``plugin:name`` always works.  The one exception: a name vertebra itself registers keeps
 meaning the built-in entry (the plugin is warned about), so no plugin can break shipped configs.
+
+A *namespace* (``vertebra_register_backbone_namespaces``) is a prefix whose backbones are resolved on
+use: ``timm:resnet18`` is not in the table until it is looked up, then its resolver returns the
+factory and the entry is kept until the next change.  Listing asks a namespace for names only when
+the pattern names its prefix (``'timm:*resnet*'``), so plain listing never imports a zoo.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import ConfigError, PluginError, UnknownNameError
-from ..plugins._loader import (BUILTIN_NAME, KINDS, TABLES, Candidate, PluginInfo, PluginLoader, Registration,
-                               Settings, discover, generation)
+from ..errors import ConfigError, PluginError, UnknownNameError, VertebraError
+from ..plugins._guard import describe_cause
+from ..plugins._loader import (BUILTIN_NAME, KINDS, NAMESPACE, TABLES, Candidate, PluginInfo, PluginLoader,
+                               Registration, Settings, discover, generation)
 from ..plugins._lock import first_use_lock
 
 __all__ = ["Entry", "Catalog", "catalog", "reset", "register_plugin", "unregister_plugin"]
@@ -37,8 +43,12 @@ class Entry:
 
     @property
     def qualified_name(self) -> str:
-        """``plugin:name``: unambiguous even when two plugins register the same name."""
-        return f"{self.plugin}:{self.name}"
+        """``plugin:name``: unambiguous even when two plugins register the same name.
+
+        A backbone resolved through a namespace is named ``prefix:name`` already, which is its
+        qualified name.
+        """
+        return self.name if ":" in self.name else f"{self.plugin}:{self.name}"
 
     @property
     def source(self) -> str:
@@ -52,7 +62,7 @@ class Catalog:
     def __init__(self, loader: PluginLoader):
         self.loader = loader
         self.plugins: list[PluginInfo] = []
-        self._entries: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in TABLES}
+        self._entries: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in (*TABLES, NAMESPACE)}
         self.cache: dict[Any, Any] = {}  # describe()/compatible() results; dropped on every change
 
     # -- loading --------------------------------------------------------------------------------
@@ -124,11 +134,14 @@ class Catalog:
             if pattern is None or fnmatch.fnmatchcase(entry.name, pattern) or \
                     fnmatch.fnmatchcase(entry.qualified_name, pattern):
                 result.append(self.display_name(entry))
+        result += [name for name, _ in self.namespace_names(kind, pattern)]
         return sorted(result)
 
     def kinds_of(self, name: str) -> list[str]:
-        bare = name.split(":", 1)[-1]
-        return [kind for kind in KINDS if bare in self._entries[kind]]
+        """The kinds ``name`` is registered as; a namespaced name (``timm:resnet18``) is a backbone."""
+        prefix, _, bare = name.rpartition(":")
+        namespaced = bool(prefix) and self.bare_owner(NAMESPACE, prefix) is not None
+        return [kind for kind in KINDS if bare in self._entries[kind] or (namespaced and kind == "backbone")]
 
     def lookup(self, kind: str, name: Any) -> Entry:
         """The entry for ``name`` (bare or ``plugin:name``); errors suggest and explain."""
@@ -142,6 +155,9 @@ class Catalog:
             for entry in table.get(bare, ()):
                 if entry.plugin == plugin:
                     return entry
+            namespace = self.bare_owner(NAMESPACE, plugin) if kind == "backbone" else None
+            if namespace is not None:
+                return self._resolve(namespace, bare)
             if not any(p.name == plugin for p in self.plugins):
                 raise self.unknown("plugin", plugin, [p.name for p in self.plugins])
             raise self.unknown(kind, name, [e.qualified_name for e in self.entries(kind)])
@@ -155,6 +171,39 @@ class Catalog:
             raise PluginError(f"{kind} {name!r} is registered by more than one plugin: {sources}; "
                               f"use the qualified name {choices}")
         raise self.unknown(kind, name, self.names(kind))
+
+    def namespace_names(self, kind: str, pattern: str | None) -> list[tuple[str, Entry]]:
+        """``(name, namespace entry)`` for the names a namespace lists for ``pattern`` (``'timm:*resnet*'``).
+
+        Only a pattern whose prefix (before the colon, no wildcards) is a namespace asks it; a
+        resolver without ``list_names`` lists nothing; a name a plugin registered itself is left
+        to that entry.
+        """
+        prefix, colon, rest = (pattern or "").partition(":")
+        namespace = self.bare_owner(NAMESPACE, prefix) if kind == "backbone" and colon else None
+        if namespace is None or not hasattr(namespace.factory, "list_names"):
+            return []
+        taken = {entry.qualified_name for entry in self.entries(kind)}  # a plugin's own entry wins
+        return [(f"{prefix}:{name}", namespace) for name in namespace.factory.list_names(rest)
+                if f"{prefix}:{name}" not in taken]
+
+    def _resolve(self, namespace: Entry, name: str) -> Entry:
+        """The backbone ``namespace.name:name``, asked of its resolver once per catalog state."""
+        key = ("resolved", namespace.name, name)
+        if key not in self.cache:
+            try:
+                factory = namespace.factory(name)
+            except (VertebraError, MemoryError, OSError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the resolver's bug, named with its plugin
+                raise PluginError(f"{namespace.source}: resolving backbone {namespace.name}:{name} failed: "
+                                  f"{describe_cause(exc)}") from exc
+            if not callable(factory):
+                raise PluginError(f"{namespace.source}: the {namespace.name!r} namespace resolved {name!r} "
+                                  f"to a {type(factory).__name__}, not a backbone factory")
+            self.cache[key] = Entry("backbone", f"{namespace.name}:{name}", factory, namespace.plugin,
+                                    namespace.distribution, namespace.version)
+        return self.cache[key]
 
     def unknown(self, kind: str, name: str, candidates: list[str]) -> UnknownNameError:
         error = UnknownNameError(kind, name, candidates)

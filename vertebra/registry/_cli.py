@@ -31,7 +31,8 @@ def _shorten(text: str | None, width: int = 72) -> str:
 # -- list -------------------------------------------------------------------------------------------
 def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default=None, metavar="PATTERN",
-                        help="fnmatch pattern on the name, e.g. 'efficientnet*' (quote it in the shell)")
+                        help="fnmatch pattern on the name, e.g. 'efficientnet*' or 'timm:*resnet*' (a namespace's "
+                             "models are listed only when the pattern names it; quote it in the shell)")
     parser.add_argument("--kind", choices=TABLES, help="only backbones, heads or named weights")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -50,6 +51,9 @@ def _run_list(args: argparse.Namespace) -> int:
             if shown in wanted:
                 summary = _weights_summary(entry.factory) if kind == "weights" else _summary(entry.factory)
                 rows.append({"name": shown, "kind": kind, "plugin": entry.plugin, "summary": summary})
+        # A namespace (timm:, torchvision:) lists its names only for a pattern that names it.
+        rows += [{"name": name, "kind": kind, "plugin": namespace.plugin, "summary": _summary(namespace.factory)}
+                 for name, namespace in cat.namespace_names(kind, args.pattern)]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["feature_mismatch"]
+__all__ = ["feature_mismatch", "compare_levels"]
 
 
 def feature_mismatch(name: str, module: Any) -> str | None:
@@ -43,7 +43,7 @@ def feature_mismatch(name: str, module: Any) -> str | None:
         return None
     finally:
         module.train(training)
-    problem = _compare(declared, out, height, width)
+    problem = compare_levels(declared, out, height, width)
     if problem is None:
         return None
     return (f"backbone {name!r} does not produce what its feature_info declares (checked on the meta device "
@@ -51,7 +51,9 @@ def feature_mismatch(name: str, module: Any) -> str | None:
             f"agree (a level of stride s is ceil(H/s) x ceil(W/s))")
 
 
-def _compare(declared: list[tuple[str, int, int]], out: Any, height: int, width: int) -> str | None:
+def compare_levels(declared: list[tuple[str, int, int]], out: Any, height: int, width: int) -> str | None:
+    """Why ``out`` (a forward's result for a ``height x width`` input) is not the ``(name, channels, stride)``
+    levels ``declared``: the first difference, naming the level and both values; ``None``: it is."""
     names = [n for n, _, _ in declared]
     if not isinstance(out, Mapping):
         return f"forward returned a {type(out).__name__}, not a mapping of the levels {names}"
