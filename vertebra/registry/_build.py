@@ -171,7 +171,7 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     signature_of(backbone_entry.factory).check(backbone_kwargs, where=f"backbone {backbone_name!r}",
                                                path=backbone_path)
     requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs, path=path)
-    injected = {k for k in requirements.backbone_kwargs if k not in backbone_kwargs}
+    injected = {k for k in merged if k not in backbone_kwargs}
     try:
         probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
                                head=head_entry)
@@ -223,6 +223,9 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
           backbone_kwargs: Mapping[str, Any], *, path: str | None = None) -> tuple[Requirements, dict[str, Any]]:
     """The head's requirements and the backbone kwargs merged with them (conflicts refused).
 
+    ``backbone_defaults`` fill in only what the user left unset: the user's value stands, and the
+    requirements' other rules (``output_strides``...) judge it on the meta build.
+
     The requirements function validates the head options it reads (``preset``, ``levels``...), so
     it runs like the builder would: a ConfigError gets the config ``path`` prefixed.
     """
@@ -244,6 +247,9 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
                 f"{key}={value!r}, but backbone {backbone.name!r} has no {key!r} argument; choose a "
                 f"backbone that has (registry.compatible({head.name!r}) lists them)")
         merged[key] = value
+    for key, value in requirements.backbone_defaults.items():
+        if key not in merged and (accepted.var_keyword or key in accepted.params):
+            merged[key] = value
     return requirements, merged
 
 
@@ -295,8 +301,7 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     """Why the pair does not fit (``None`` when it does); a backbone that cannot even be probed does not fit."""
     try:
         requirements, merged = _plan(head, backbone, head_kwargs, {})
-        probe = _make_backbone(backbone, merged, path="backbone", meta=True,
-                               injected=set(requirements.backbone_kwargs), head=head)
+        probe = _make_backbone(backbone, merged, path="backbone", meta=True, injected=set(merged), head=head)
     except VertebraError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
