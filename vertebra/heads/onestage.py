@@ -130,6 +130,10 @@ def fcos_fpn(backbone: nn.Module, *, num_classes: int = 91, levels: Sequence[str
     """
     args = locals()
     check_positive_int(num_convs, "num_convs")
+    if check_positive_int(fpn_channels, "fpn_channels") % 32:  # FCOSHead normalises with GroupNorm(32, channels)
+        below = fpn_channels // 32 * 32
+        raise ConfigError(f"must be a multiple of 32 (torchvision's FCOS head normalises with GroupNorm in 32 groups), "
+                          f"got {fpn_channels}; e.g. {below or 32} or {below + 32}", path="fpn_channels")
     body, strides = _pyramid(FCOSFPN, "fcos_fpn", fcos_fpn, backbone, args)
     anchors = SafeAnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
     head = FCOSHead(fpn_channels, 1, num_classes, num_convs=num_convs)
