@@ -301,7 +301,11 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     """Why the pair does not fit (``None`` when it does); a backbone that cannot even be probed does not fit."""
     try:
         requirements, merged = _plan(head, backbone, head_kwargs, {})
-        probe = _make_backbone(backbone, merged, path="backbone", meta=True, injected=set(merged), head=head)
+        key = ("probe", backbone.qualified_name, repr(sorted(merged.items())))  # shared by every head asking the same
+        if key not in catalog().cache:
+            catalog().cache[key] = _make_backbone(backbone, merged, path="backbone", meta=True, injected=set(merged),
+                                                  head=head)
+        probe = catalog().cache[key]
     except VertebraError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
