@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 from ..errors import IncompatibleError
 from ..validation import check_choice
 
-__all__ = ["Requirements", "output_stride_requirements", "requires", "requirements_of", "requirements_problem", "check_requirements"]
+__all__ = ["Requirements", "output_stride_requirements", "requires", "requirements_of", "requirements_problem",
+           "check_requirements"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Requirements:
         head that works at several output strides (DeepLabV3 at 8 or 16) asks for its preferred one
         here and accepts the user's ``backbone.output_stride``; ``output_strides`` then says which
         values it can use, so only those are refused, by the one check below.
-    output_strides: strides the deepest returned level may have (``(16,)`` for LR-ASPP, whose
-        high branch expects the dilated stride-16 map); empty accepts any.
+    output_strides: strides the deepest returned level may have (``(8, 16)`` for LR-ASPP, whose
+        high branch expects a dilated map); empty accepts any.
     strides: effective strides that must be present among the returned levels.
     names: level names the head reads (from a head option such as the detectors' ``levels=``).
     min_levels: how many levels the head consumes at least.
@@ -74,8 +75,9 @@ def output_stride_requirements(output_stride: int | None, accepted: tuple[int, .
     """Requirements of a head that works at any of ``accepted`` output strides.
 
     ``output_stride=None`` (the head option left unset) accepts the user's ``backbone.output_stride``
-    when it is one of ``accepted`` and asks for 16 otherwise; an explicit head value is a hard
-    requirement, as before.  Shared by every dilated head (DeepLabV3, LR-ASPP, DeepLabV3+).
+    (refusing it, naming ``accepted``, when it is not one of them) and asks for 16 when it is unset;
+    an explicit head value is a hard requirement.  Shared by the dilated heads (DeepLabV3, LR-ASPP,
+    DeepLabV3+, PAN).
     """
     kwargs = dict(preset_kwargs or {})
     if output_stride is None:

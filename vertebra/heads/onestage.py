@@ -210,8 +210,10 @@ class SSDLiteFeatures(nn.Module):
 def ssdlite(backbone: nn.Module, *, num_classes: int = 91, preset: str = "default", size: int | Sequence[int] = 320,
             width_mult: float = 1.0, trainable_layers: int | None = None, frozen_bn: bool = False,
             **detector_kwargs: Any) -> SSD:
-    """SSDlite (MobileNetV2/V3 papers; torchvision's SSD with ``SSDLiteHead``) on the backbone's stride-16 and
-    stride-32 maps plus four extra depthwise blocks.
+    """SSDlite (torchvision's SSD with SSDLiteHead) on the stride-16 and stride-32 maps + four extra blocks.
+
+    The MobileNetV2 / V3 papers' mobile detector: depthwise-separable prediction heads and extra
+    blocks, default boxes with ratios 2 and 3 on six maps, images resized to a fixed ``size``.
 
     Args:
         num_classes: classes including background (91 = COCO's id space, as torchvision).
