@@ -63,6 +63,15 @@ _SMP_ENCODERS = {"mobilenet_v3_large": "tu-mobilenetv3_large_100", "efficientnet
 NUM_CLASSES = {"segmentation": 21, "boxes": 3, "masks": 3}
 
 
+# Heads that cannot take the quick runs' 64 px: PAN (ours and smp's) max-pools the stride-16 map three times.
+_MIN_INPUT = {"pan": 128}
+
+
+def input_size(head: str, size: int) -> int:
+    """The benchmark's image side for ``head``: ``size``, or the smallest the head takes."""
+    return max(size, _MIN_INPUT.get(head, 0))
+
+
 def task_of(head: str) -> str:
     """``"boxes"`` / ``"masks"`` for detection heads, ``"segmentation"`` for every other dense head."""
     return DETECTION.get(head, "segmentation")
