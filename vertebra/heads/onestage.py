@@ -32,6 +32,7 @@ ResNet-50 only); their anchors and P6/P7 follow ``retinanet_resnet50_fpn`` / ``f
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
@@ -194,7 +195,13 @@ class SSDLiteFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         tapped: list[Tensor] = []
-        handles = [layer.register_forward_hook(lambda _m, _i, output: tapped.append(output)) for layer in self._tap]
+        caller = threading.get_ident()  # a concurrent forward in another thread must not feed this call
+
+        def keep(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+            if threading.get_ident() == caller:
+                tapped.append(output)
+
+        handles = [layer.register_forward_hook(keep) for layer in self._tap]
         try:
             features = self.body(x)
         finally:
