@@ -173,8 +173,7 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs, path=path)
     injected = {k for k in merged if k not in backbone_kwargs}
     try:
-        probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
-                               head=head_entry)
+        probe = _probe(backbone_entry, merged, path=backbone_path, injected=injected, head=head_entry)
     except VertebraError:
         raise
     except Exception:  # noqa: BLE001 - a factory that cannot run on meta: check the real module instead
@@ -280,6 +279,17 @@ def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, me
     return module
 
 
+def _probe(entry: Entry, kwargs: dict[str, Any], *, path: str | None, injected: set[str], head: Entry):
+    """The ``meta`` build of ``entry`` with ``kwargs`` that the contract checks read, cached per backbone
+    and options like those checks (every head, and every build, asking the same shares one); only
+    read, never handed out.  A failing build is not cached: its error names the caller's path."""
+    key = ("probe", entry.qualified_name, repr(sorted(kwargs.items())))
+    cache = catalog().cache
+    if key not in cache:
+        cache[key] = _make_backbone(entry, dict(kwargs), path=path, meta=True, injected=injected, head=head)
+    return cache[key]
+
+
 def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, module: Any) -> str | None:
     """Why ``module``'s feature levels cannot serve ``head``, with the fix; ``None`` when they can.
 
@@ -301,11 +311,7 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     """Why the pair does not fit (``None`` when it does); a backbone that cannot even be probed does not fit."""
     try:
         requirements, merged = _plan(head, backbone, head_kwargs, {})
-        key = ("probe", backbone.qualified_name, repr(sorted(merged.items())))  # shared by every head asking the same
-        if key not in catalog().cache:
-            catalog().cache[key] = _make_backbone(backbone, merged, path="backbone", meta=True, injected=set(merged),
-                                                  head=head)
-        probe = catalog().cache[key]
+        probe = _probe(backbone, merged, path="backbone", injected=set(merged), head=head)
     except VertebraError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing
