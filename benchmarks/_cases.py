@@ -49,12 +49,27 @@ COMPILED_REFERENCE = ("efficientnet_b0", "mobilenet_v3_large")
 # which the backbone cases cover.
 HEAD_BACKBONES = ("mobilenet_v3_large", "efficientnet_b0")
 
-DETECTION = {"fasterrcnn_fpn": "boxes", "maskrcnn_fpn": "masks"}
+DETECTION = {"fasterrcnn_fpn": "boxes", "maskrcnn_fpn": "masks", "retinanet_fpn": "boxes", "fcos_fpn": "boxes",
+             "ssdlite": "boxes"}
+ONE_STAGE = {"retinanet_fpn", "fcos_fpn", "ssdlite"}  # no RPN: the light caps do not apply
 # Heads whose ``preset="torchvision"`` reproduces a torchvision model on MobileNetV3-Large.
-_TORCHVISION_PRESET = {"lraspp", "deeplabv3", "fasterrcnn_fpn", "maskrcnn_fpn"}
-_SMP = {"unet": "Unet", "fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus", "upernet": "UPerNet"}
+_TORCHVISION_PRESET = {"lraspp", "deeplabv3", "fasterrcnn_fpn", "maskrcnn_fpn", "ssdlite"}
+_SMP = {"unet": "Unet", "fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus", "upernet": "UPerNet",
+        "unetplusplus": "UnetPlusPlus", "manet": "MAnet", "linknet": "Linknet", "pan": "PAN", "segformer": "Segformer",
+        "pspnet": "PSPNet"}
+# smp's PSPNet cuts its encoder at stride 8 by default; ours reads the deepest level (stride 32): compare like for like.
+_SMP_OPTIONS = {"pspnet": {"encoder_depth": 5, "upsampling": 32}}
 _SMP_ENCODERS = {"mobilenet_v3_large": "tu-mobilenetv3_large_100", "efficientnet_b0": "tu-efficientnet_b0"}
 NUM_CLASSES = {"segmentation": 21, "boxes": 3, "masks": 3}
+
+
+# Heads that cannot take the quick runs' 64 px: PAN (ours and smp's) max-pools the stride-16 map three times.
+_MIN_INPUT = {"pan": 128}
+
+
+def input_size(head: str, size: int) -> int:
+    """The benchmark's image side for ``head``: ``size``, or the smallest the head takes."""
+    return max(size, _MIN_INPUT.get(head, 0))
 
 
 def task_of(head: str) -> str:
@@ -77,7 +92,11 @@ def head_kwargs(head: str, backbone: str, size: int, light: bool = False) -> dic
     kwargs: dict[str, Any] = {"num_classes": NUM_CLASSES[task_of(head)]}
     if head in _TORCHVISION_PRESET and backbone == "mobilenet_v3_large":
         kwargs["preset"] = "torchvision"
-    if head in DETECTION:
+    if head == "ssdlite":
+        kwargs["size"] = SSDLITE_SIZE  # torchvision's fixed resize, so ours and its reference do the same work
+    elif head in ONE_STAGE:
+        kwargs.update(min_size=size, max_size=size)
+    elif head in DETECTION:
         kwargs.update(detection_kwargs(size, light))
     return kwargs
 
@@ -114,6 +133,15 @@ def _tv_fasterrcnn(size: int, light: bool) -> nn.Module:
                                              **detection_kwargs(size, light))
 
 
+SSDLITE_SIZE = 320
+
+
+def _tv_ssdlite(size: int, light: bool) -> nn.Module:
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=NUM_CLASSES["boxes"])
+
+
 def _tv_maskrcnn(size: int, light: bool) -> nn.Module:
     """torchvision has no MobileNetV3 Mask R-CNN; this is its MaskRCNN on its own MobileNetV3 FPN backbone,
     with the anchors and RPN threshold of its ``fasterrcnn_mobilenet_v3_large_fpn``."""
@@ -134,13 +162,13 @@ def _smp(head: str, backbone: str) -> Callable[[int, bool], nn.Module] | None:
         import segmentation_models_pytorch as smp
 
         return getattr(smp, _SMP[head])(encoder_name=encoder, encoder_weights=None,
-                                        classes=NUM_CLASSES["segmentation"])
+                                        classes=NUM_CLASSES["segmentation"], **_SMP_OPTIONS.get(head, {}))
 
     return build
 
 
 _TORCHVISION_HEADS = {"lraspp": _tv_lraspp, "deeplabv3": _tv_deeplabv3, "fasterrcnn_fpn": _tv_fasterrcnn,
-                      "maskrcnn_fpn": _tv_maskrcnn}
+                      "maskrcnn_fpn": _tv_maskrcnn, "ssdlite": _tv_ssdlite}
 
 
 def head_references(head: str, backbone: str) -> dict[str, Callable[[int, bool], nn.Module]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from _cases import HEAD_BACKBONES, NUM_CLASSES, head_kwargs, head_references, task_of
+from _cases import HEAD_BACKBONES, NUM_CLASSES, head_kwargs, head_references, input_size, task_of
 from _harness import count_flops, parameter_count, side_by_side
 from _steps import calibrate_batchnorm, inference_step, make_inputs, maybe_compile, place, train_step
 from conftest import variant_params
@@ -30,8 +30,9 @@ def _setup(benchmark, settings, variant, head, backbone, step):
     task = task_of(head)
     batch = settings.detection_batch if task in ("boxes", "masks") else settings.head_batch
     light = settings.mode != "full"
-    ours = registry.build(head, backbone=backbone, **head_kwargs(head, backbone, settings.head_size, light))
-    references = {name: build(settings.head_size, light) for name, build in head_references(head, backbone).items()}
+    size = input_size(head, settings.head_size)
+    ours = registry.build(head, backbone=backbone, **head_kwargs(head, backbone, size, light))
+    references = {name: build(size, light) for name, build in head_references(head, backbone).items()}
     benchmark.group = f"{head} {step} [{variant.name}]"
     benchmark.extra_info.update(variant=variant.name, head=head, backbone=backbone, batch=batch,
                                 same_architecture={name: parameter_count(ours) == parameter_count(ref)
@@ -39,7 +40,7 @@ def _setup(benchmark, settings, variant, head, backbone, step):
     if benchmark.extra_info["same_architecture"].get("torchvision"):
         # The same weights, so data-dependent work (proposals kept, NMS) is the same on both sides.
         load_weights(ours, references["torchvision"].state_dict())
-    images, targets = make_inputs(task, batch, settings.head_size, variant, num_classes=NUM_CLASSES[task])
+    images, targets = make_inputs(task, batch, size, variant, num_classes=NUM_CLASSES[task])
     train = step == "train step"
     ours = place(ours, variant, train=train)
     references = {name: place(ref, variant, train=train) for name, ref in references.items()}

@@ -65,3 +65,21 @@ def test_shipped_config_builds(path):
     for key, value in config.items():
         if key != "backbone":
             assert model.config[key] == value
+
+
+# Every head that takes a backbone output stride other than the one it would pick, at that stride.
+EXPLICIT_OUTPUT_STRIDE = {"deeplabv3": 8, "lraspp": 8, "deeplabv3plus": 8, "fcn": 8, "pspnet": 8, "pan": 32,
+                          "upernet": 16, "unetplusplus": 16, "manet": 16, "linknet": 16, "segformer": 16,
+                          "retinanet_fpn": 16, "fcos_fpn": 16, "fasterrcnn_fpn": 16}
+
+
+@pytest.mark.parametrize("head, stride", sorted(EXPLICIT_OUTPUT_STRIDE.items()))
+def test_backbone_output_stride_is_honoured_and_round_trips(head, stride):
+    with torch.device("meta"):  # wiring and shapes only; load_state_dict still checks names and shapes
+        kwargs = {k: v for k, v in small_kwargs(head).items() if k != "decoder_channels"}  # one per scale
+        model = registry.build(head, backbone={"name": "mobilenet_v3_small", "output_stride": stride}, **kwargs)
+        rebuilt = registry.build_from_config(model.config)
+    backbone = next(m for m in model.modules() if hasattr(m, "all_levels"))
+    assert backbone.feature_info[-1].stride == stride
+    assert model.config["backbone"] == {"name": "mobilenet_v3_small", "output_stride": stride}
+    _assert_same_architecture(model, rebuilt)

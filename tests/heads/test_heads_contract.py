@@ -18,6 +18,7 @@ _TORCHVISION_VARIANTS = [
     ("fasterrcnn_fpn", {"preset": "torchvision"}),
     ("fasterrcnn_fpn", {"preset": "torchvision_320"}),
     ("maskrcnn_fpn", {"preset": "torchvision"}),
+    ("ssdlite", {"preset": "torchvision"}),
 ]
 
 
@@ -35,7 +36,19 @@ def test_every_pair_compatible_rejects_is_refused_with_incompatible_error(head, 
 
 
 @pytest.mark.parametrize("head, backbone, kwargs, match", [
-    ("lraspp", {"output_stride": 32}, {}, r"output_stride=16"),
+    ("lraspp", {"output_stride": 32}, {}, r"stride 8 or 16.*output_stride=8 or 16"),
+    ("deeplabv3", {"output_stride": 32}, {}, r"output_stride=8 or 16"),
+    ("deeplabv3plus", {"output_stride": 32}, {}, r"output_stride=8 or 16"),
+    ("pan", {"output_stride": 8}, {}, r"output_stride=16 or 32"),
+    ("unetplusplus", {"output_stride": 8}, {}, r"output_stride=16 or 32"),
+    ("manet", {"out_indices": [0, 2, 3, 4]}, {}, r"stride 4.*out_indices"),
+    ("linknet", {"output_stride": 8}, {}, r"output_stride=16 or 32"),
+    ("segformer", {"out_indices": [3, 4]}, {}, r"at least 3"),
+    ("fcn", {"out_indices": [4]}, {"aux_loss": True}, r"stride 8"),
+    ("ssdlite", {"output_stride": 16}, {}, r"output_stride=32"),
+    ("ssdlite", {"out_indices": [4]}, {}, r"stride 16"),
+    ("retinanet_fpn", {"out_indices": [3, 4]}, {}, r"at least 3"),
+    ("fcos_fpn", {}, {"levels": ["C4", "C9"]}, r"'C9'"),
     ("lraspp", {"out_indices": [3, 4]}, {}, r"stride 8.*out_indices"),
     ("deeplabv3", {"output_stride": 16}, {"output_stride": 8}, r"output_stride=8"),
     ("deeplabv3", {"out_indices": [4]}, {"aux_loss": True}, r"stride 8"),
@@ -51,9 +64,9 @@ def test_incompatible_requests_name_the_fix(head, backbone, kwargs, match):
 
 
 def test_builders_called_directly_check_the_output_stride():
-    with pytest.raises(IncompatibleError, match=r"output_stride=16"):
+    with pytest.raises(IncompatibleError, match=r"output_stride=8 or 16 \(or leave it unset"):
         segmentation.lraspp(mobilenet_v3_small())  # not dilated: the registry would have asked for 16
-    with pytest.raises(IncompatibleError, match=r"output_stride=16"):
+    with pytest.raises(IncompatibleError, match=r"output_stride=8 or 16"):
         smp_decoders.deeplabv3plus(mobilenet_v3_small())
 
 
@@ -150,3 +163,50 @@ def test_interpolating_heads_take_any_size(head):
 def test_feature_less_module_is_incompatible():
     with pytest.raises(IncompatibleError, match="feature_info"):
         detection.fasterrcnn_fpn(torch.nn.Conv2d(3, 8, 3))
+
+
+def test_the_issue_example_takes_the_backbones_output_stride():
+    """A head that supports several output strides accepts the one the user gave the backbone."""
+    with torch.device("meta"):
+        model = registry.build("deeplabv3", backbone={"name": "efficientnet_v2_s", "output_stride": 8}, num_classes=5)
+        assert model.backbone.feature_info.strides()[-1] == 8
+        assert registry.build("lraspp", backbone={"name": "mobilenet_v3_small", "output_stride": 8}) \
+            .backbone.feature_info.strides()[-1] == 8
+        assert registry.build("lraspp", backbone="mobilenet_v3_small").backbone.output_stride == 16  # its pick
+    assert "output_stride=16 unless the backbone sets it" in registry.describe("deeplabv3").requirements.needs()
+
+
+@pytest.mark.parametrize("head, size, message", [
+    ("unetplusplus", (72, 96), r"divisible by 32.*pad the input to 96x96"),
+    ("linknet", (64, 100), r"divisible by 32"),
+    ("pan", (96, 128), r"at least 128 .*max-pools"),
+])
+def test_new_decoders_refuse_sizes_they_cannot_take(head, size, message):
+    model = registry.build(head, backbone="mobilenet_v3_small", num_classes=2).eval()
+    with pytest.raises(InputError, match=message):
+        model(torch.randn(1, 3, *size))
+
+
+@pytest.mark.parametrize("head", ["pspnet", "segformer", "fcn"])
+def test_new_interpolating_heads_take_any_size(head):
+    model = registry.build(head, backbone="mobilenet_v3_small", num_classes=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 97, 131))["out"].shape == (1, 2, 97, 131)
+
+
+@pytest.mark.parametrize("head, kwargs, path", [
+    ("fcos_fpn", {"fpn_channels": 48}, "fpn_channels"),
+    ("ssdlite", {"size": [320]}, "size"),
+    ("retinanet_fpn", {"anchor_sizes": [[32]] * 4}, "anchor_sizes"),
+    ("retinanet_fpn", {"box_score_thresh": 0.1}, "box_score_thresh"),  # a Faster R-CNN keyword
+])
+def test_one_stage_options_are_checked(head, kwargs, path):
+    with pytest.raises(ConfigError) as info:
+        with torch.device("meta"):
+            registry.build(head, backbone="mobilenet_v3_small", **kwargs)
+    assert info.value.path == path
+
+
+def test_dpt_is_not_offered():
+    """smp's DPT reads a ViT's uniform-stride token maps; no vertebra family has them (see heads.smp_more)."""
+    assert "dpt" not in registry.list_heads()

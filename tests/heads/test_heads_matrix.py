@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from heads_helpers import FAMILY_SMALLEST, HEADS, SMALLEST, detection_batch, is_detector, small_kwargs
+from heads_helpers import (FAMILY_SMALLEST, HEADS, SMALLEST, detection_batch, detection_losses, input_size,
+                           is_detector, small_kwargs)
 from vertebra import registry
-
-_DETECTION_LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
 
 
 def test_family_table_is_complete():
@@ -39,21 +38,23 @@ def test_head_trains_and_infers_on_every_family(head, backbone):
     classes = model.config.get("num_classes", 3)
     model.train()
     if is_detector(model):
-        with_masks = hasattr(model.roi_heads, "mask_head") and model.roi_heads.mask_head is not None
+        roi_heads = getattr(model, "roi_heads", None)
+        with_masks = getattr(roi_heads, "mask_head", None) is not None
         images, targets = detection_batch(masks=with_masks)
         losses = model(images, targets)
-        expected = _DETECTION_LOSSES | ({"loss_mask"} if with_masks else set())
+        expected = detection_losses(model) | ({"loss_mask"} if with_masks else set())
         assert set(losses) == expected
         loss = sum(losses.values())
     else:
-        x = torch.randn(2, 3, 64, 96)
+        size = input_size(head)
+        x = torch.randn(2, 3, *size)
         out = model(x)
         if isinstance(out, dict):
-            target = torch.randint(0, classes, (2, 64, 96))
-            assert out["out"].shape == (2, classes, 64, 96)
+            target = torch.randint(0, classes, (2, *size))
+            assert out["out"].shape == (2, classes, *size)
             loss = F.cross_entropy(out["out"], target)
             if "aux" in out:
-                assert out["aux"].shape == (2, classes, 64, 96)
+                assert out["aux"].shape == (2, classes, *size)
                 loss = loss + 0.5 * F.cross_entropy(out["aux"], target)
         else:
             assert out.shape == (2, classes)
@@ -74,9 +75,9 @@ def test_head_trains_and_infers_on_every_family(head, backbone):
             if "masks" in detections or with_masks:
                 assert detections["masks"].shape == (count, 1, 72, 88)
         else:
-            out = model(torch.randn(1, 3, 64, 96))
+            out = model(torch.randn(1, 3, *input_size(head)))
             if isinstance(out, dict):
-                assert out["out"].shape == (1, classes, 64, 96)
+                assert out["out"].shape == (1, classes, *input_size(head))
                 assert torch.isfinite(out["out"]).all()
             else:
                 assert out.shape == (1, classes)

@@ -29,7 +29,7 @@ def _message(call) -> str:
 
 @pytest.mark.parametrize("builder, backbone, head_kwargs", [
     (segmentation.lraspp, {"output_stride": 16, "out_indices": [3, 4]}, {}),     # no stride-8 level
-    (segmentation.lraspp, {"output_stride": 16, "out_indices": [0, 1, 2]}, {}),  # deepest at 8, not 16
+    (segmentation.lraspp, {"output_stride": 16, "out_indices": [0, 1]}, {}),  # deepest at 4, not 8 or 16
     (segmentation.deeplabv3, {"output_stride": 16, "out_indices": [4]}, {"aux_loss": True}),
     (smp_decoders.deeplabv3plus, {"output_stride": 16, "out_indices": [2, 3, 4]}, {}),
     (smp_decoders.upernet, {"out_indices": [3, 4]}, {}),
@@ -47,8 +47,9 @@ def test_builder_called_directly_names_the_rule_and_the_keyword():
     from vertebra.backbones.mobilenetv3 import mobilenet_v3_small
 
     message = _message(lambda: segmentation.lraspp(mobilenet_v3_small()))
-    assert message.startswith("head 'lraspp' on a Backbone: the head needs the deepest level at stride 16")
-    assert message.endswith("build the backbone with output_stride=16 (registry.build does this for you)")
+    assert message.startswith("head 'lraspp' on a Backbone: the head needs the deepest level at stride 8 or 16")
+    assert message.endswith("build the backbone with output_stride=8 or 16 (or leave it unset: registry.build "
+                            "then picks 16)")
 
 
 def test_the_registry_checks_once_and_the_builder_not_again(monkeypatch):
@@ -98,7 +99,8 @@ def test_heads_import_the_contract_never_a_backbone_module():
 
 def test_requirements_read_in_vertebra_info():
     needs = registry.describe("lraspp").requirements.needs()
-    assert needs == ["output_stride=16", "deepest level at stride 16", "stride(s) 8", "at least 2 level(s)"]
+    assert needs == ["output_stride=16 unless the backbone sets it", "deepest level at stride 8 or 16",
+                     "stride(s) 8", "at least 2 level(s)"]
     assert "deepest level at stride 16 or 32" in registry.describe("upernet").requirements.needs()
 
 

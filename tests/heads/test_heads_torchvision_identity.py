@@ -15,7 +15,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from vertebra import registry
 from vertebra.inference import inference_folding
-from vertebra.weights import load_weights
+from vertebra.weights import load_weights, named_weights
 
 
 def _load_strictly(model, reference):
@@ -122,3 +122,37 @@ def test_frozen_bn_matches_torchvisions_pretrained_layout():
     frozen = [m for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
     assert frozen and all(m.eps == 1e-5 for m in frozen)
     _load_strictly(model, _randomise_batchnorm(reference))
+
+
+def test_ssdlite_equals_torchvision():
+    """``ssdlite(preset="torchvision")`` is ``ssdlite320_mobilenet_v3_large`` (reduced tail, expansion-layer
+    tap, BatchNorm momentum 0.03): strict load, same detections, same losses, same settings."""
+    # score_thresh=0 keeps the top detections of an untrained model, so there is something to compare.
+    reference = _randomise_batchnorm(tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                       score_thresh=0.0)).eval()
+    entry = named_weights()["ssdlite320_mobilenet_v3_large.coco"]  # the COCO checkpoint's model is this one
+    model = registry.build(entry.head, backbone=entry.backbone, **entry.head_kwargs, score_thresh=0.0)
+    assert entry.head_kwargs == {"num_classes": 91, "preset": "torchvision"}
+    _load_strictly(model, reference).eval()
+    assert model.config["backbone"] == {"name": "mobilenet_v3_large"}  # reduced_tail: the preset's default
+    for attribute in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates"):
+        assert getattr(model, attribute) == getattr(reference, attribute)
+    assert model.transform.fixed_size == reference.transform.fixed_size == (320, 320)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {m.momentum for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.03}
+
+    images = [torch.rand(3, 96, 128), torch.rand(3, 80, 72)]
+    with torch.no_grad(), inference_folding(False):
+        ours, theirs = model(images), reference(images)
+    for mine, reference_detections in zip(ours, theirs):
+        assert len(reference_detections["boxes"]) > 0
+        for key in ("boxes", "labels", "scores"):
+            torch.testing.assert_close(mine[key], reference_detections[key])
+
+    model.train()
+    reference.train()
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 80.0]]), "labels": torch.tensor([5])}] * 2
+    ours, theirs = model(images, targets), reference(images, targets)
+    assert set(ours) == set(theirs) == {"bbox_regression", "classification"}
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key])

@@ -67,7 +67,8 @@ class Task:
 
 
 class DetectionTask(Task):
-    """Faster R-CNN style models: COCO box AP via pycocotools."""
+    """torchvision-style detectors (Faster R-CNN, RetinaNet, FCOS, SSDlite: a loss dict in train(), boxes in
+    eval()): COCO box AP via pycocotools."""
 
     name = "detection"
     masks = False

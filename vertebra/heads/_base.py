@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import IncompatibleError
+from ..validation import check_choice
 
-__all__ = ["Requirements", "requires", "requirements_of", "requirements_problem", "check_requirements"]
+__all__ = ["Requirements", "output_stride_requirements", "requires", "requirements_of", "requirements_problem",
+           "check_requirements"]
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,19 @@ class Requirements:
 
     backbone_kwargs: keyword arguments the backbone must be built with (``{"output_stride": 16}``).
         A user value that contradicts one of them is an ``IncompatibleError``, never silently overridden.
-    output_strides: strides the deepest returned level may have (``(16,)`` for LR-ASPP, whose
-        high branch expects the dilated stride-16 map); empty accepts any.
+    backbone_defaults: keyword arguments the backbone is built with *unless the user set them*: a
+        head that works at several output strides (DeepLabV3 at 8 or 16) asks for its preferred one
+        here and accepts the user's ``backbone.output_stride``; ``output_strides`` then says which
+        values it can use, so only those are refused, by the one check below.
+    output_strides: strides the deepest returned level may have (``(8, 16)`` for LR-ASPP, whose
+        high branch expects a dilated map); empty accepts any.
     strides: effective strides that must be present among the returned levels.
     names: level names the head reads (from a head option such as the detectors' ``levels=``).
     min_levels: how many levels the head consumes at least.
     """
 
     backbone_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    backbone_defaults: Mapping[str, Any] = field(default_factory=dict)
     strides: tuple[int, ...] = ()
     min_levels: int = 1
     output_strides: tuple[int, ...] = ()
@@ -48,6 +55,8 @@ class Requirements:
     def needs(self) -> list[str]:
         """The requirements as short phrases, for ``vertebra info``."""
         phrases = [f"{key}={value!r}" for key, value in dict(self.backbone_kwargs).items()]
+        phrases += [f"{key}={value!r} unless the backbone sets it"
+                    for key, value in dict(self.backbone_defaults).items()]
         if self.output_strides:
             phrases.append(f"deepest level at stride {_either(self.output_strides)}")
         if self.strides:
@@ -56,6 +65,27 @@ class Requirements:
             phrases.append(f"level(s) {', '.join(map(repr, self.names))}")
         phrases.append(f"at least {self.min_levels} level(s)")
         return phrases
+
+
+PREFERRED_OUTPUT_STRIDE = 16  # what a dilated head gets when neither it nor the backbone's options say
+
+
+def output_stride_requirements(output_stride: int | None, accepted: tuple[int, ...], *,
+                               preset_kwargs: dict | None = None, **rules) -> Requirements:
+    """Requirements of a head that works at any of ``accepted`` output strides.
+
+    ``output_stride=None`` (the head option left unset) accepts the user's ``backbone.output_stride``
+    (refusing it, naming ``accepted``, when it is not one of them) and asks for 16 when it is unset;
+    an explicit head value is a hard requirement.  Shared by the dilated heads (DeepLabV3, LR-ASPP,
+    DeepLabV3+, PAN).
+    """
+    kwargs = dict(preset_kwargs or {})
+    if output_stride is None:
+        return Requirements(backbone_kwargs=kwargs, backbone_defaults={"output_stride": PREFERRED_OUTPUT_STRIDE},
+                            output_strides=accepted, **rules)
+    check_choice(output_stride, accepted, "output_stride")
+    return Requirements(backbone_kwargs={**kwargs, "output_stride": output_stride}, output_strides=(output_stride,),
+                        **rules)
 
 
 def requires(func: Callable[..., Requirements]) -> Callable[[Callable], Callable]:
@@ -154,6 +184,9 @@ def _output_stride_problem(requirements: Requirements, levels: _Levels, head: st
         fix = f"build the backbone with output_stride={_either(wanted)}"
         if "output_stride" in requirements.backbone_kwargs:
             fix += " (registry.build does this for you)"
+        elif "output_stride" in requirements.backbone_defaults:
+            fix += " (or leave it unset: registry.build then picks " \
+                   f"{requirements.backbone_defaults['output_stride']})"
     return (f"needs the deepest level at stride {_either(wanted)}, but the backbone's deepest returned "
             f"level is {deepest.name} (stride {deepest.stride}); {fix}")
 

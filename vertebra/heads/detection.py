@@ -61,7 +61,7 @@ from ._options import torchvision_detection_key_map
 __all__ = ["fasterrcnn_fpn", "maskrcnn_fpn"]  # the registered builders (the classes are importable too)
 
 
-class _CheckedImages:
+class CheckedImages:
     """Placed before torchvision's detector class: the images are checked before torchvision sees them.
 
     torchvision broadcasts a one-channel image to three (its normalisation has three means), fails
@@ -79,12 +79,12 @@ class _CheckedImages:
         return super().forward(images, targets)
 
 
-class FasterRCNNFPN(_CheckedImages, FasterRCNN):
-    """torchvision's FasterRCNN whose ``forward`` checks its images first (see :class:`_CheckedImages`)."""
+class FasterRCNNFPN(CheckedImages, FasterRCNN):
+    """torchvision's FasterRCNN whose ``forward`` checks its images first (see :class:`CheckedImages`)."""
 
 
-class MaskRCNNFPN(_CheckedImages, MaskRCNN):
-    """torchvision's MaskRCNN whose ``forward`` checks its images first (see :class:`_CheckedImages`)."""
+class MaskRCNNFPN(CheckedImages, MaskRCNN):
+    """torchvision's MaskRCNN whose ``forward`` checks its images first (see :class:`CheckedImages`)."""
 
 
 def _check_targets(images: Any, targets: Any, *, training: bool) -> None:
@@ -120,7 +120,7 @@ def _check_resized_sizes(images: Any, transform: nn.Module) -> None:
                     "detector with a larger max_size")
 
 
-class _AnchorGenerator(AnchorGenerator):
+class SafeAnchorGenerator(AnchorGenerator):
     """torchvision's AnchorGenerator, except that no call moves its anchors for good.
 
     torchvision converts ``cell_anchors`` (a plain list, not buffers) to each call's device and
@@ -165,10 +165,10 @@ _PRESETS: dict[str, _Preset] = {
 # Keywords of the torchvision class vertebra sets itself, or that take modules (not plain config data).
 _NOT_PASSED = {"self", "backbone", "num_classes", "min_size", "max_size", "kwargs", "rpn_anchor_generator",
                "rpn_head", "box_roi_pool", "box_head", "box_predictor", "mask_roi_pool", "mask_head",
-               "mask_predictor"}
+               "mask_predictor", "anchor_generator", "head", "proposal_matcher", "size"}
 
 
-def _pass_through(cls: type) -> dict[str, Any]:
+def plain_keywords(cls: type) -> dict[str, Any]:
     """The plain-valued keywords of ``cls`` a user may set, with torchvision's defaults."""
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
             if name not in _NOT_PASSED and p.kind is p.POSITIONAL_OR_KEYWORD}
@@ -237,11 +237,11 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     check_positive_int(args["fpn_channels"], "fpn_channels")
     check_bool(args["frozen_bn"], "frozen_bn")
     row = _PRESETS[args["preset"]]  # checked, with levels, by _detection_requirements
-    options = _detector_options(cls, head, row, args)
+    options = detector_options(cls, head, fasterrcnn_fpn, row.defaults, args)
 
-    chosen = _chosen_levels(feature_info_of(backbone), args["levels"], row.levels)
+    chosen = chosen_levels(feature_info_of(backbone), args["levels"], row.levels)
     if args["trainable_layers"] is not None:
-        _freeze(backbone, args["trainable_layers"], taps_start_stages=row.backbone_preset == "torchvision")
+        freeze_stages(backbone, args["trainable_layers"], taps_start_stages=row.backbone_preset == "torchvision")
     if row.backbone_preset == "torchvision":
         # torchvision's MobileNetV3 detectors pass norm_layer=nn.BatchNorm2d (or FrozenBatchNorm2d),
         # i.e. eps 1e-5 / momentum 0.1, not the classification model's 1e-3 / 0.01.
@@ -252,8 +252,8 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     body = BackboneWithFPN(backbone, chosen, args["fpn_channels"])
     names = body.level_names
     sizes = _anchor_sizes(args["anchor_sizes"], row, chosen)
-    ratios = _aspect_ratios(args["aspect_ratios"])
-    anchors = _AnchorGenerator(sizes, (ratios,) * len(sizes))
+    ratios = check_aspect_ratios(args["aspect_ratios"])
+    anchors = SafeAnchorGenerator(sizes, (ratios,) * len(sizes))
     extra = {}
     if issubclass(cls, MaskRCNN):
         extra["mask_roi_pool"] = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
@@ -263,17 +263,13 @@ def _build(cls: type, head: str, backbone: nn.Module, args: dict[str, Any]) -> n
     return model
 
 
-def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) -> dict[str, Any]:
-    """Preset defaults, overridden by explicit ``min_size``/``max_size`` and pass-through keywords."""
-    allowed = _pass_through(cls)
+def detector_options(cls: type, head: str, builder: Any, defaults: Mapping[str, Any],
+                     args: dict[str, Any]) -> dict[str, Any]:
+    """Preset ``defaults``, overridden by explicit ``min_size``/``max_size`` and pass-through keywords
+    (those ``builder``'s ``**detector_kwargs`` forward to torchvision's ``cls``)."""
     given = dict(args["detector_kwargs"])
-    unknown = set(given) - set(allowed)
-    if unknown:
-        explicit = [name for name in inspect.signature(fasterrcnn_fpn).parameters
-                    if name not in ("backbone", "detector_kwargs")]
-        path = next(iter(unknown)) if len(unknown) == 1 else None
-        raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head, path=path)
-    options = {"min_size": 800, "max_size": 1333, **row.defaults, **given}
+    check_plain_keywords(cls, head, builder, given)
+    options = {"min_size": 800, "max_size": 1333, **defaults, **given}
     if args["min_size"] is not None:
         size = args["min_size"]
         options["min_size"] = check_int_list(size, "min_size") if isinstance(size, (list, tuple)) \
@@ -283,14 +279,25 @@ def _detector_options(cls: type, head: str, row: _Preset, args: dict[str, Any]) 
     return options
 
 
-def _chosen_levels(info: FeatureInfo, levels: Sequence[str] | None, default_count: int) -> list[FeatureSpec]:
+def check_plain_keywords(cls: type, head: str, builder: Any, given: Mapping[str, Any]) -> None:
+    """A keyword neither ``builder`` nor torchvision's ``cls`` takes is a ConfigError listing both."""
+    allowed = plain_keywords(cls)
+    unknown = set(given) - set(allowed)
+    if unknown:
+        explicit = [name for name in inspect.signature(builder).parameters
+                    if name not in ("backbone", "detector_kwargs")]
+        path = next(iter(unknown)) if len(unknown) == 1 else None
+        raise ConfigError.unknown_keys(unknown, [*explicit, *allowed], where=head, path=path)
+
+
+def chosen_levels(info: FeatureInfo, levels: Sequence[str] | None, default_count: int) -> list[FeatureSpec]:
     """The FPN's levels, shallow to deep; that they exist is ``_detection_requirements``' rule."""
     if levels is None:
         return list(info[-default_count:])
     return [spec for spec in info if spec.name in levels]  # the FPN runs shallow to deep, whatever the order
 
 
-def _freeze(backbone: nn.Module, trainable_layers: int, *, taps_start_stages: bool) -> None:
+def freeze_stages(backbone: nn.Module, trainable_layers: int, *, taps_start_stages: bool) -> None:
     """``trainable_layers`` (torchvision's ``trainable_backbone_layers``: stages left trainable, counted
     from the deepest over every level the architecture offers, MobileNetV3: 0..6) as the backbone's
     own ``freeze`` (the one freezing rule).  BatchNorm in the frozen part keeps updating its
@@ -309,23 +316,29 @@ def _freeze(backbone: nn.Module, trainable_layers: int, *, taps_start_stages: bo
 
 
 def _anchor_sizes(given, row: _Preset, chosen: Sequence[FeatureSpec]) -> tuple[tuple[int, ...], ...]:
-    count = len(chosen) + 1  # + LastLevelMaxPool's "pool"
+    names = [spec.name for spec in chosen] + ["pool"]  # + LastLevelMaxPool's "pool"
     if given is None:
         if row.anchor_sizes is not None:
-            return (row.anchor_sizes,) * count
+            return (row.anchor_sizes,) * len(names)
         strides = [spec.stride for spec in chosen] + [2 * chosen[-1].stride]
         return tuple((4 * stride, 8 * stride) for stride in strides)
+    return check_anchor_sizes(given, names)
+
+
+def check_anchor_sizes(given, names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """``anchor_sizes`` as given: one non-empty list of positive sizes per pyramid level in ``names``."""
+    count = len(names)
     ok = isinstance(given, (list, tuple)) and len(given) == count and all(
         isinstance(level, (list, tuple)) and level and all(
             isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in level) for level in given)
     if not ok or len({len(level) for level in given}) != 1:
         raise ConfigError(f"must hold {count} lists (one per pyramid level: "
-                          f"{', '.join(spec.name for spec in chosen)}, pool), all of the same length, of "
+                          f"{', '.join(names)}), all of the same length, of "
                           f"positive sizes in pixels; got {given!r}", path="anchor_sizes")
     return tuple(tuple(level) for level in given)
 
 
-def _aspect_ratios(given) -> tuple[float, ...]:
+def check_aspect_ratios(given) -> tuple[float, ...]:
     if not isinstance(given, (list, tuple)) or not given or not all(
             isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in given):
         raise ConfigError(f"must be a non-empty list of positive numbers, got {given!r}",

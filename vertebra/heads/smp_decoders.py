@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, InputError
 from ..features import FeatureSpec
-from ._base import Requirements, requires
+from ._base import Requirements, output_stride_requirements, requires
 from ._levels import deepest_per_stride, feature_info_of, input_channels
 from ..inputs import check_batch, checks_skipped
 from ..validation import check_bool, check_choice, check_int_list, check_positive_int, check_range
@@ -51,14 +51,17 @@ class SmpSegmentation(nn.Module):
     """backbone -> smp feature list -> smp decoder -> smp SegmentationHead -> logits at input size."""
 
     def __init__(self, backbone: nn.Module, levels: Sequence[FeatureSpec], decoder: nn.Module,
-                 head: nn.Module, *, divisor: int = 1, name: str = "smp"):
+                 head: nn.Module, *, divisor: int = 1, min_size: int = 1, name: str = "smp",
+                 why: str = "its decoder upsamples by exact factors"):
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
         self.segmentation_head = head
         self.level_names = [spec.name for spec in levels]
         self.divisor = divisor
+        self.min_size = min_size
         self.head_name = name
+        self.why = why
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         check_batch(x, self, channels=input_channels(self.backbone))
@@ -72,24 +75,38 @@ class SmpSegmentation(nn.Module):
         return result
 
     def _check_size(self, x: Tensor) -> None:
-        if self.divisor == 1 or checks_skipped():
+        if (self.divisor == 1 and self.min_size == 1) or checks_skipped():
             return
         height, width = x.shape[-2:]
+        if height < self.min_size or width < self.min_size:
+            raise InputError(
+                f"{self.head_name} needs height and width of at least {self.min_size} ({self.why}), got "
+                f"{height}x{width}; resize or pad the input to at least {self.min_size}x{self.min_size}")
         if height % self.divisor or width % self.divisor:
             padded = (-(-height // self.divisor) * self.divisor, -(-width // self.divisor) * self.divisor)
             raise InputError(
-                f"{self.head_name} needs height and width divisible by {self.divisor} (its decoder upsamples by "
-                f"exact factors), got {height}x{width}; pad the input to {padded[0]}x{padded[1]} "
+                f"{self.head_name} needs height and width divisible by {self.divisor} ({self.why}), got "
+                f"{height}x{width}; pad the input to {padded[0]}x{padded[1]} "
                 "(e.g. torch.nn.functional.pad) or resize it")
 
 
-def _levels(backbone: nn.Module) -> list[FeatureSpec]:
+def decoder_levels(backbone: nn.Module) -> list[FeatureSpec]:
     """The decoder's scales: one level per stride (the strides each head needs are its requirements)."""
     return deepest_per_stride(feature_info_of(backbone))
 
 
-def _channels(levels: Sequence[FeatureSpec], in_channels: int) -> list[int]:
+def encoder_channels(levels: Sequence[FeatureSpec], in_channels: int) -> list[int]:
     return [in_channels] + [spec.channels for spec in levels]
+
+
+def block_channels(given: Sequence[int] | None, levels: Sequence[FeatureSpec]) -> tuple[int, ...]:
+    """One width per decoder block of a U-shaped decoder: ``given``, or smp's default cut to the scales."""
+    if given is not None:
+        return tuple(check_int_list(given, "decoder_channels", length=len(levels)))
+    if len(levels) > len(_UNET_CHANNELS):
+        raise ConfigError(f"the backbone has {len(levels)} scales; pass decoder_channels with {len(levels)} "
+                          "widths", path="decoder_channels")
+    return _UNET_CHANNELS[:len(levels)]
 
 
 @requires(lambda **_: Requirements(min_levels=1))
@@ -107,17 +124,11 @@ def unet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: Sequen
     check_positive_int(num_classes, "num_classes")
     check_choice(attention, (None, "scse"), "attention")
     check_choice(interpolation, ("nearest", "bilinear"), "interpolation")
-    levels = _levels(backbone)
-    if decoder_channels is None:
-        if len(levels) > len(_UNET_CHANNELS):
-            raise ConfigError(f"the backbone has {len(levels)} scales; pass decoder_channels with {len(levels)} "
-                              "widths", path="decoder_channels")
-        channels = _UNET_CHANNELS[:len(levels)]
-    else:
-        channels = check_int_list(decoder_channels, "decoder_channels", length=len(levels))
-    decoder = UnetDecoder(_channels(levels, _backbone_in_channels(backbone)), channels, n_blocks=len(channels),
+    levels = decoder_levels(backbone)
+    channels = block_channels(decoder_channels, levels)
+    decoder = UnetDecoder(encoder_channels(levels, input_channels(backbone)), channels, n_blocks=len(channels),
                           attention_type=attention, interpolation_mode=interpolation)
-    return _model("unet", backbone, levels, decoder, channels[-1], num_classes, kernel_size=3)
+    return smp_model("unet", backbone, levels, decoder, channels[-1], num_classes, kernel_size=3)
 
 
 @requires(lambda **_: Requirements(backbone_kwargs={"output_stride": 32}, output_strides=(32,),
@@ -142,28 +153,27 @@ def fpn(backbone: nn.Module, *, num_classes: int = 21, pyramid_channels: int = 2
                           path="segmentation_channels")
     check_choice(merge_policy, ("add", "cat"), "merge_policy")
     check_range(dropout, "dropout", low=0, high=1)
-    levels = [spec for spec in _levels(backbone) if spec.stride in (4, 8, 16, 32)]
-    decoder = FPNDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
+    levels = [spec for spec in decoder_levels(backbone) if spec.stride in (4, 8, 16, 32)]
+    decoder = FPNDecoder(encoder_channels(levels, input_channels(backbone)), encoder_depth=len(levels),
                          pyramid_channels=pyramid_channels, segmentation_channels=segmentation_channels,
                          dropout=dropout, merge_policy=merge_policy)
-    return _model("fpn", backbone, levels, decoder, decoder.out_channels, num_classes, divisor=32)
+    return smp_model("fpn", backbone, levels, decoder, decoder.out_channels, num_classes, divisor=32)
 
 
-def _deeplabv3plus_requirements(*, output_stride: int = 16, **_) -> Requirements:
-    check_choice(output_stride, (8, 16), "output_stride")
-    return Requirements(backbone_kwargs={"output_stride": output_stride}, output_strides=(output_stride,),
-                        strides=(2, 4), min_levels=3)
+def _deeplabv3plus_requirements(*, output_stride: int | None = None, **_) -> Requirements:
+    return output_stride_requirements(output_stride, (8, 16), strides=(2, 4), min_levels=3)
 
 
 @requires(_deeplabv3plus_requirements)
-def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: int = 16,
+def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: int | None = None,
                   decoder_channels: int = 256, atrous_rates: Sequence[int] = (12, 24, 36),
                   aspp_separable: bool = True, aspp_dropout: float = 0.5) -> SmpSegmentation:
     """smp's DeepLabV3+: ASPP on the deepest level (dilated to ``output_stride``) fused with stride 4.
 
     Args:
         num_classes: output channels.
-        output_stride: 16 (default) or 8; the registry builds the backbone dilated to it.
+        output_stride: 16 or 8; the registry builds the backbone dilated to it.  ``None``: the
+            backbone's ``output_stride`` if the user set it (8 or 16), else 16.
         decoder_channels: ASPP width.
         atrous_rates: three ASPP dilation rates.
         aspp_separable: depthwise-separable ASPP convolutions (smp's default for DeepLabV3+).
@@ -174,12 +184,13 @@ def deeplabv3plus(backbone: nn.Module, *, num_classes: int = 21, output_stride: 
     rates = check_int_list(atrous_rates, "atrous_rates", length=3)
     check_bool(aspp_separable, "aspp_separable")
     check_range(aspp_dropout, "aspp_dropout", low=0, high=1)
-    levels = _levels(backbone)
+    levels = decoder_levels(backbone)
+    output_stride = levels[-1].stride  # the head's or the backbone's choice, checked by the requirements
     # smp's decoder reads features[2] (stride 4) and features[-1] (the deepest level).
-    decoder = DeepLabV3PlusDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=5,
+    decoder = DeepLabV3PlusDecoder(encoder_channels(levels, input_channels(backbone)), encoder_depth=5,
                                    out_channels=decoder_channels, atrous_rates=rates, output_stride=output_stride,
                                    aspp_separable=aspp_separable, aspp_dropout=aspp_dropout)
-    return _model("deeplabv3plus", backbone, levels, decoder, decoder_channels, num_classes, divisor=output_stride)
+    return smp_model("deeplabv3plus", backbone, levels, decoder, decoder_channels, num_classes, divisor=output_stride)
 
 
 @requires(lambda **_: Requirements(output_strides=(16, 32), strides=(2, 4, 8), min_levels=4))
@@ -194,20 +205,15 @@ def upernet(backbone: nn.Module, *, num_classes: int = 21, decoder_channels: int
     """
     check_positive_int(num_classes, "num_classes")
     check_positive_int(decoder_channels, "decoder_channels")
-    levels = _levels(backbone)  # stride 2, 4, 8 and a deeper one for the PSP module: the requirements
-    decoder = UPerNetDecoder(_channels(levels, _backbone_in_channels(backbone)), encoder_depth=len(levels),
+    levels = decoder_levels(backbone)  # stride 2, 4, 8 and a deeper one for the PSP module: the requirements
+    decoder = UPerNetDecoder(encoder_channels(levels, input_channels(backbone)), encoder_depth=len(levels),
                              decoder_channels=decoder_channels)
-    return _model("upernet", backbone, levels, decoder, decoder_channels, num_classes)
+    return smp_model("upernet", backbone, levels, decoder, decoder_channels, num_classes)
 
 
-def _model(name: str, backbone: nn.Module, levels: Sequence[FeatureSpec], decoder: nn.Module,
-           decoder_channels: int, num_classes: int, *, kernel_size: int = 1, divisor: int = 1) -> SmpSegmentation:
-    """Wrap with smp's SegmentationHead (3x3 after U-Net, 1x1 after the others, as smp's models do)."""
+def smp_model(name: str, backbone: nn.Module, levels: Sequence[FeatureSpec], decoder: nn.Module,
+           decoder_channels: int, num_classes: int, *, kernel_size: int = 1, **size_rule) -> SmpSegmentation:
+    """Wrap with smp's SegmentationHead (the kernel size each smp model uses: 3x3 after U-Net...)."""
     head = SegmentationHead(decoder_channels, num_classes, kernel_size=kernel_size)
-    return SmpSegmentation(backbone, levels, decoder, head, divisor=divisor, name=name)
-
-
-def _backbone_in_channels(backbone: nn.Module) -> int:
-    """Channels of the stride-1 entry (the input image) in smp's feature list."""
-    return input_channels(backbone)
+    return SmpSegmentation(backbone, levels, decoder, head, name=name, **size_rule)
 

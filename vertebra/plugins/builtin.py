@@ -36,7 +36,9 @@ HEAD_MODULES = (
     "vertebra.heads.classifier",
     "vertebra.heads.detection",
     "vertebra.heads.segmentation",
+    "vertebra.heads.onestage",
     "vertebra.heads.smp_decoders",
+    "vertebra.heads.smp_more",
 )
 
 

@@ -171,10 +171,9 @@ def _build_model(head: Any, backbone: Any, head_kwargs: dict[str, Any], *, weigh
     signature_of(backbone_entry.factory).check(backbone_kwargs, where=f"backbone {backbone_name!r}",
                                                path=backbone_path)
     requirements, merged = _plan(head_entry, backbone_entry, head_kwargs, backbone_kwargs, path=path)
-    injected = {k for k in requirements.backbone_kwargs if k not in backbone_kwargs}
+    injected = {k for k in merged if k not in backbone_kwargs}
     try:
-        probe = _make_backbone(backbone_entry, merged, path=backbone_path, meta=True, injected=injected,
-                               head=head_entry)
+        probe = _probe(backbone_entry, merged, path=backbone_path, injected=injected, head=head_entry)
     except VertebraError:
         raise
     except Exception:  # noqa: BLE001 - a factory that cannot run on meta: check the real module instead
@@ -223,6 +222,9 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
           backbone_kwargs: Mapping[str, Any], *, path: str | None = None) -> tuple[Requirements, dict[str, Any]]:
     """The head's requirements and the backbone kwargs merged with them (conflicts refused).
 
+    ``backbone_defaults`` fill in only what the user left unset: the user's value stands, and the
+    requirements' other rules (``output_strides``...) judge it on the meta build.
+
     The requirements function validates the head options it reads (``preset``, ``levels``...), so
     it runs like the builder would: a ConfigError gets the config ``path`` prefixed.
     """
@@ -244,6 +246,9 @@ def _plan(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any],
                 f"{key}={value!r}, but backbone {backbone.name!r} has no {key!r} argument; choose a "
                 f"backbone that has (registry.compatible({head.name!r}) lists them)")
         merged[key] = value
+    for key, value in requirements.backbone_defaults.items():
+        if key not in merged and (accepted.var_keyword or key in accepted.params):
+            merged[key] = value
     return requirements, merged
 
 
@@ -274,6 +279,17 @@ def _make_backbone(entry: Entry, kwargs: dict[str, Any], *, path: str | None, me
     return module
 
 
+def _probe(entry: Entry, kwargs: dict[str, Any], *, path: str | None, injected: set[str], head: Entry):
+    """The ``meta`` build of ``entry`` with ``kwargs`` that the contract checks read, cached per backbone
+    and options like those checks (every head, and every build, asking the same shares one); only
+    read, never handed out.  A failing build is not cached: its error names the caller's path."""
+    key = ("probe", entry.qualified_name, repr(sorted(kwargs.items())))
+    cache = catalog().cache
+    if key not in cache:
+        cache[key] = _make_backbone(entry, dict(kwargs), path=path, meta=True, injected=injected, head=head)
+    return cache[key]
+
+
 def _feature_problem(head: Entry, backbone: Entry, requirements: Requirements, module: Any) -> str | None:
     """Why ``module``'s feature levels cannot serve ``head``, with the fix; ``None`` when they can.
 
@@ -295,8 +311,7 @@ def _incompatibility(head: Entry, backbone: Entry, head_kwargs: Mapping[str, Any
     """Why the pair does not fit (``None`` when it does); a backbone that cannot even be probed does not fit."""
     try:
         requirements, merged = _plan(head, backbone, head_kwargs, {})
-        probe = _make_backbone(backbone, merged, path="backbone", meta=True,
-                               injected=set(requirements.backbone_kwargs), head=head)
+        probe = _probe(backbone, merged, path="backbone", injected=set(merged), head=head)
     except VertebraError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken third-party backbone must not break the listing

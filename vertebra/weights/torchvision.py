@@ -89,4 +89,9 @@ TORCHVISION_ENTRIES = (
                  "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth", backbone="mobilenet_v3_large",
                  head="fasterrcnn_fpn", num_classes=91, options={"preset": "torchvision_320", "frozen_bn": True},
                  notes=f"{_COCO}; images resized to 320-640, 150 RPN proposals at test time", box_map=22.8),
+    _torchvision("ssdlite320_mobilenet_v3_large.coco", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+                 "ssdlite320_mobilenet_v3_large_coco-a79551df.pth", backbone="mobilenet_v3_large",
+                 head="ssdlite", num_classes=91, options={"preset": "torchvision"},
+                 notes=f"{_COCO}; images resized to 320x320; MobileNetV3 with reduced_tail (the preset's default)",
+                 box_map=21.3),
 )
