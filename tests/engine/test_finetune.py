@@ -99,3 +99,20 @@ def test_batchnorm_eval_keeps_the_backbone_statistics_while_training(tmp_path):
     assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))   # ... statistics unchanged
     head_norms = [m for m in run.model.classifier.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert head_norms and all(m.training for m in head_norms)                    # only the backbone's
+
+
+def test_a_segmenters_run_starts_a_detectors_backbone(tmp_path):
+    """The quickstart's route: LR-ASPP's backbone.* become the detector's backbone.body.*."""
+    torch.manual_seed(0)
+    segmenter = registry.build_from_config({**tiny("semantic")["model"], "num_classes": 4})
+    save_file({k: v.contiguous() for k, v in segmenter.state_dict().items()}, str(tmp_path / "seg.safetensors"))
+    config = parse_config(tiny("detection", finetune={"weights": str(tmp_path / "seg.safetensors")}))
+    torch.manual_seed(1)
+    model = registry.build_from_config({**config.model, "num_classes": 4})
+    report = load_start_weights(model, config)
+    assert report.target == "backbone.body"
+    assert set(report.dropped) == {name for name in report.dropped if name.startswith("classifier")}  # LR-ASPP head
+    assert not any(name.startswith("backbone.body") for name in report.reinitialised)
+    own = model.backbone.body.state_dict()
+    assert all(torch.equal(own[key[len("backbone."):]], value) for key, value in segmenter.state_dict().items()
+               if key.startswith("backbone.") and "num_batches_tracked" not in key)

@@ -16,7 +16,8 @@ Two halves, because they run at different times:
   and shape fit loads, the rest keeps the model's fresh initialisation, and the
   :class:`FinetuneReport` says which, by module.  A file that fits no part of the model is tried as
   weights of its backbone alone (an ImageNet classifier under a detector: ``features.*`` map, the
-  classifier is dropped).
+  classifier is dropped), then as another vertebra model whose backbone is the same (a segmenter's
+  run under a detector: its ``backbone.*`` loads, its head is dropped).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..errors import ConfigError, WeightsError
+from ..weights import KeyMap
 from ..norms import freeze_batchnorm
 from .config import TrainConfig
 
@@ -110,6 +112,11 @@ class FinetuneReport:
                 "reinitialised": self.reinitialised, "dropped": self.dropped, "mismatched": list(self.mismatched)}
 
 
+#: Where another vertebra model keeps its backbone (a detector's FPN wraps it as ``backbone.body``,
+#: every other head holds it as ``backbone``): a segmenter's run starts a detector, or the reverse.
+_OTHER_MODELS_BACKBONE = KeyMap(rules=[("backbone.body.", ""), ("backbone.", "")])
+
+
 def load_start_weights(model: nn.Module, config: TrainConfig) -> FinetuneReport | None:
     """Load ``init_weights`` (strictly) or ``finetune.weights`` (what fits) into a fresh run's model."""
     from ..weights import load_weights
@@ -127,11 +134,13 @@ def load_start_weights(model: nn.Module, config: TrainConfig) -> FinetuneReport 
         if found is None:
             raise
         name, backbone = found
-        try:
-            report = load_weights(backbone, source, strict=False, mismatched="skip")
-        except WeightsError:
-            raise whole from None            # fits neither: the whole model's reasons are the useful ones
-        return _report(model, name, f"{name}.", report)
+        for key_map in (None, _OTHER_MODELS_BACKBONE):
+            try:
+                report = load_weights(backbone, source, strict=False, mismatched="skip", key_map=key_map)
+            except WeightsError:
+                continue
+            return _report(model, name, f"{name}.", report)
+        raise whole from None            # fits nowhere: the whole model's reasons are the useful ones
 
 
 def _report(model: nn.Module, target: str, prefix: str, report: Any) -> FinetuneReport:
