@@ -95,3 +95,7 @@ def test_quickstart_quick_runs_the_whole_loop(tmp_path, capsys):
     assert {"mIoU", "pixel_acc"} <= set(results["segmenter"]["metrics"])
     floor = results["baselines"]["semantic_all_background"]
     assert 0 < floor["mIoU"] < 1 and 0 < floor["pixel_acc"] < 1
+    records = [json.loads(line) for line in (out / "detector" / "metrics.jsonl").read_text().splitlines()]
+    start = next(record for record in records if record["kind"] == "finetune")   # the detector starts from
+    assert start["target"] == "backbone.body" and "segmenter" in start["source"]  # the segmenter's backbone
+    assert not any(name.startswith("backbone.body") for name in start["reinitialised"])
