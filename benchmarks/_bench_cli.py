@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,10 @@ def _run_suite(args: argparse.Namespace, nodeids: list[str] | None = None) -> tu
         if args.no_compile:
             command.append("--no-compile")
         print("running: " + " ".join(command), flush=True)
-        done = subprocess.run(command, cwd=folder.parent)
+        # a bench started from inside a pytest-xdist worker must not look like one: pytest-benchmark
+        # disables itself (and writes an empty JSON) when it sees the worker's variables
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+        done = subprocess.run(command, cwd=folder.parent, env=env)
         if not raw_path.is_file():
             raise ConfigError(f"the benchmark run wrote no results (pytest exit status {done.returncode}); "
                               f"see its output above")

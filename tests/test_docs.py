@@ -183,7 +183,8 @@ def test_readme_keeps_the_two_set_up_commands():
     """CI (.ci/run) runs exactly these; the front page must show them verbatim."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "pip install -e . && vertebra quickstart" in readme
-    assert 'pip install -e ".[test]" && pytest' in readme
+    assert 'pip install -e ".[test]" && pytest -n 2' in readme
+    assert "python -m pytest -n 2\n" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 # -- the runner itself must be able to fail ---------------------------------------------------------
