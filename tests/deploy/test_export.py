@@ -111,3 +111,17 @@ def test_nothing_is_left_behind_when_an_export_fails(tmp_path):
     with pytest.raises(ExportError):
         export_model(_DataDependent(), "onnx", tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("head", ["retinanet_fpn", "fcos_fpn", "ssdlite"])
+def test_a_one_stage_detector_is_refused_before_tracing_with_the_reason(tmp_path, monkeypatch, head):
+    from vertebra.deploy import runtimes
+
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: pytest.fail("traced a one-stage detector"))
+    model = registry.build(head, backbone="mobilenet_v3_small", num_classes=3, fpn_channels=64) \
+        if head != "ssdlite" else registry.build(head, backbone="mobilenet_v3_small", num_classes=3)
+    with pytest.raises(ExportError, match=r"one-stage detector\) does not export yet.*model\(images\)"):
+        export_model(model, "onnx", tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="one-stage"):
+        runtimes.make_runner(model, "torch", tmp_path)
+    assert list(tmp_path.iterdir()) == []

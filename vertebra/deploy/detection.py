@@ -43,7 +43,7 @@ from torchvision.ops.poolers import MultiScaleRoIAlign, _filter_input, _setup_sc
 
 from ..errors import ExportError
 
-__all__ = ["ExportableDetector", "is_detector", "OUTPUT_NAMES"]
+__all__ = ["ExportableDetector", "is_detector", "check_not_one_stage", "OUTPUT_NAMES"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 
@@ -51,6 +51,21 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 def is_detector(model: nn.Module) -> bool:
     """Whether ``model`` is a torchvision Faster R-CNN (Mask R-CNN included)."""
     return isinstance(model, FasterRCNN)
+
+
+def check_not_one_stage(model: nn.Module) -> None:
+    """Refuse RetinaNet / FCOS / SSD before any tracing, with the reason and what works instead.
+
+    Their post-processing (per-level top-k and score filtering before one NMS) is data-dependent in
+    torchvision, and this module rewrites only Faster / Mask R-CNN's into a traceable graph; without
+    this check they would be mistaken for dense models and fail deep inside ``torch.export``.
+    """
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.ssd import SSD
+
+    if isinstance(model, (RetinaNet, FCOS, SSD)):
+        raise ExportError(f"{type(model).__name__} (a one-stage detector) does not export yet: only Faster / "
+                          "Mask R-CNN detectors and dense heads do; run it in PyTorch (model(images))")
 
 
 _NMS_FAKE_FIXED = False

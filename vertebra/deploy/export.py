@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError, MissingExtraError
-from .detection import OUTPUT_NAMES, ExportableDetector, is_detector
+from .detection import OUTPUT_NAMES, ExportableDetector, check_not_one_stage, is_detector
 
 __all__ = ["FORMATS", "SUFFIXES", "export_model", "trace", "deployable", "head_name", "output_names",
            "require", "INSTALL_HINT"]
@@ -80,6 +80,7 @@ class _MainOutput(nn.Module):
 
 def deployable(model: nn.Module, *, example_size: tuple[int, int] = (96, 96)) -> nn.Module:
     """The module that is exported for ``model`` (eval mode): the detector graph or the main output."""
+    check_not_one_stage(model)
     model = model.eval()
     if is_detector(model):
         return ExportableDetector(model, example_size=example_size).eval()

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
-from .detection import is_detector
+from .detection import check_not_one_stage, is_detector
 from .export import SUFFIXES, export_model, output_names, require, trace
 
 __all__ = ["RUNTIMES", "Runner", "make_runner", "fingerprint"]
@@ -115,6 +115,7 @@ def make_runner(model: nn.Module, runtime: Any, workdir: Any = None, *rest: Any,
 
 
 def _task_of(model: nn.Module) -> str:
+    check_not_one_stage(model)
     if is_detector(model):
         return "instance" if getattr(model.roi_heads, "has_mask", lambda: False)() else "detection"
     return "classification" if output_names(model) == ["logits"] else "semantic"
