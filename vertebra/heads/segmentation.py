@@ -120,6 +120,12 @@ class FCN(DeepLabV3):
     """torchvision's ``FCN`` layout: ``FCNHead`` as ``classifier`` on the deepest level, optional ``aux``."""
 
 
+def _aux_head(info, num_classes: int) -> tuple[nn.Module, str]:
+    """torchvision's auxiliary FCN head and the level it reads: the shallowest stride-8 one."""
+    aux = shallowest_with_stride(info, 8)
+    return FCNHead(aux.channels, num_classes), aux.name
+
+
 @requires(_lraspp_requirements)
 def lraspp(backbone: nn.Module, *, num_classes: int = 21, inter_channels: int = 128,
            preset: str = "default") -> LRASPP:
@@ -162,10 +168,7 @@ def deeplabv3(backbone: nn.Module, *, num_classes: int = 21, output_stride: int 
     rates = check_int_list(atrous_rates, "atrous_rates")
     info = feature_info_of(backbone)
     out = info[-1]
-    aux_classifier, aux_level = None, None
-    if aux_loss:
-        aux = shallowest_with_stride(info, 8)
-        aux_classifier, aux_level = FCNHead(aux.channels, num_classes), aux.name
+    aux_classifier, aux_level = _aux_head(info, num_classes) if aux_loss else (None, None)
     head = DeepLabHead(out.channels, num_classes, rates)
     model = DeepLabV3(backbone, head, out.name, aux_classifier, aux_level)
     model.weights_key_map = torchvision_dense_key_map()
@@ -187,10 +190,7 @@ def fcn(backbone: nn.Module, *, num_classes: int = 21, aux_loss: bool = False) -
     check_positive_int(num_classes, "num_classes")  # aux_loss: checked by _fcn_requirements
     info = feature_info_of(backbone)
     out = info[-1]
-    aux_classifier, aux_level = None, None
-    if aux_loss:
-        aux = shallowest_with_stride(info, 8)
-        aux_classifier, aux_level = FCNHead(aux.channels, num_classes), aux.name
+    aux_classifier, aux_level = _aux_head(info, num_classes) if aux_loss else (None, None)
     model = FCN(backbone, FCNHead(out.channels, num_classes), out.name, aux_classifier, aux_level)
     model.weights_key_map = torchvision_dense_key_map()
     return model

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConformanceError, IncompatibleError, VertebraError
+from ..errors import ConformanceError, IncompatibleError, InputError, VertebraError
 from ..registry import build, build_backbone, list_heads, register_plugin, unregister_plugin
 from ..registry._probe import compare_levels, feature_mismatch
 from .hookspecs import hookimpl
@@ -236,7 +236,12 @@ class _Battery:
             except IncompatibleError as exc:
                 self.report.refused.append(f"head {head}: {exc}")
                 continue
-            problem = run_head(model, _in_channels(module))
+            try:
+                problem = run_head(model, _in_channels(module))
+            except InputError as exc:     # the head's own input-size rule (PAN: 128 px), not the backbone's fault
+                self.report.refused.append(f"head {head}: its input rule refuses the kit's {_HEAD_SIZE}x{_HEAD_SIZE} "
+                                           f"images ({exc})")
+                continue
             if problem:
                 self.violate("heads", f"{head}: {problem}")
 
@@ -298,9 +303,10 @@ def _head_options(head: str) -> dict[str, Any]:
     accepted = describe(head, kind="head").kwargs
     options: dict[str, Any] = {"num_classes": 3} if "num_classes" in accepted else {}
     if "min_size" in accepted:  # torchvision's detectors: small images, a narrow pyramid, few proposals
-        options.update(min_size=_HEAD_SIZE, max_size=_HEAD_SIZE, fpn_channels=32, rpn_pre_nms_top_n_train=64,
-                       rpn_post_nms_top_n_train=32, rpn_pre_nms_top_n_test=64, rpn_post_nms_top_n_test=32,
-                       box_batch_size_per_image=32)
+        small = dict(min_size=_HEAD_SIZE, max_size=_HEAD_SIZE, fpn_channels=32, rpn_pre_nms_top_n_train=64,
+                     rpn_post_nms_top_n_train=32, rpn_pre_nms_top_n_test=64, rpn_post_nms_top_n_test=32,
+                     box_batch_size_per_image=32)
+        options.update({key: value for key, value in small.items() if key in accepted})  # one-stage: no RPN
     return options
 
 
