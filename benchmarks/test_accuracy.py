@@ -55,9 +55,9 @@ def _train(config: dict, out) -> dict:
 
 
 def test_detection_ap50_shapes(benchmark, settings, tmp_path):
-    from vertebra.engine._quickstart import DETECTION
+    from vertebra.engine._quickstart import DETECTION_FROM_SCRATCH
 
-    config = _engine_config(DETECTION, tmp_path, settings, train_images=256)
+    config = _engine_config(DETECTION_FROM_SCRATCH, tmp_path, settings, train_images=256)
     benchmark.group = "accuracy (short training runs)"
     benchmark.extra_info["config"] = config
     metrics = benchmark.pedantic(_train, args=(config, tmp_path), rounds=1, iterations=1)

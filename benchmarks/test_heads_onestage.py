@@ -30,10 +30,10 @@ ONE_STAGE = {
 
 
 def _config(head: str, out, settings) -> dict:
-    from vertebra.engine._quickstart import DETECTION, QUICK_OVERRIDES
+    from vertebra.engine._quickstart import DETECTION_FROM_SCRATCH, QUICK_OVERRIDES
     from vertebra.engine.config import apply_overrides
 
-    base = copy.deepcopy(DETECTION)
+    base = copy.deepcopy(DETECTION_FROM_SCRATCH)
     base["model"] = {"head": head, "backbone": {"name": "mobilenet_v3_large"}, **ONE_STAGE[head]}
     overrides = [f"data.root={out / 'data'}", "device=cpu", "data.num_train=256"]
     if settings.mode != "full":
