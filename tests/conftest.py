@@ -8,6 +8,8 @@ It also keeps CPU runs bit-exact for the resume-equivalence tests.  Restored aft
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -18,3 +20,16 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def default_sigint():
+    """SIGINT as a ``python`` started from a terminal has it: ``KeyboardInterrupt``.
+
+    A test runner started in the background by a shell without job control (a CI script's ``&``)
+    hands SIGINT to its children *ignored*, and Python keeps an ignored SIGINT; the tests that send
+    a real Ctrl-C are about vertebra's handlers, not about how the runner was started.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -46,7 +46,7 @@ def test_idle_cores_is_between_one_and_all(monkeypatch):
     assert idle_cores() == cores
 
 
-def test_ctrl_c_sets_the_flag_once_and_interrupts_the_second_time():
+def test_ctrl_c_sets_the_flag_once_and_interrupts_the_second_time(default_sigint):
     stop = StopSignal()
     with stop.installed():
         os.kill(os.getpid(), signal.SIGINT)

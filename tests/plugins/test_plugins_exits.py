@@ -59,7 +59,7 @@ def test_exit_from_plugin_code_is_a_plugin_error_in_strict_mode(make_plugin, no_
         registry.list_backbones()
 
 
-def test_a_real_ctrl_c_during_discovery_still_stops_the_program(make_plugin, no_builtins):
+def test_a_real_ctrl_c_during_discovery_still_stops_the_program(make_plugin, no_builtins, default_sigint):
     make_plugin(REAL_CTRL_C, ep="slow")
     with pytest.raises(KeyboardInterrupt):
         registry.list_backbones()
