@@ -126,7 +126,35 @@ class BackboneMeta:
     paper: dict[str, Any] = field(default_factory=dict)  # e.g. {"params_m": 5.3, "macs_g": 0.39}
 
 
-class Backbone(nn.Module):
+class LevelModule(nn.Module):
+    """What any backbone derives from its levels, whoever wrote its layers (vertebra's families and
+    the bridges' :class:`~vertebra.bridges._foreign.ForeignBackbone`).
+
+    A subclass sets ``all_levels`` (every level, effective strides), ``feature_info`` (the returned
+    ones) and ``_frozen_bn_eval`` (BatchNorm layers ``freeze(bn="eval")`` keeps in eval mode).
+    """
+
+    all_levels: FeatureInfo
+    feature_info: FeatureInfo
+    _frozen_bn_eval: list[nn.Module]
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the deepest returned level (what a classifier pools)."""
+        return self.feature_info[-1].channels
+
+    @property
+    def output_stride(self) -> int:
+        return max(spec.stride for spec in self.all_levels)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._frozen_bn_eval:   # frozen statistics stay frozen through model.train()
+            module.eval()
+        return self
+
+
+class Backbone(LevelModule):
     """A multi-scale backbone: ``forward(x) -> OrderedDict[level name, Tensor]``.
 
     Args:
@@ -154,15 +182,6 @@ class Backbone(nn.Module):
         self._taps = {spec.index: spec.name for spec in self.feature_info}
 
     # -- the contract -------------------------------------------------------------------------
-    @property
-    def out_channels(self) -> int:
-        """Channels of the deepest returned level (what a classifier pools)."""
-        return self.feature_info[-1].channels
-
-    @property
-    def output_stride(self) -> int:
-        return max(spec.stride for spec in self.all_levels)
-
     @property
     def weights_key_map(self):
         """How a torchvision classification checkpoint loads into this backbone.
@@ -243,11 +262,6 @@ class Backbone(nn.Module):
         self.train(self.training)
         return self
 
-    def train(self, mode: bool = True) -> "Backbone":
-        super().train(mode)
-        for module in self._frozen_bn_eval:
-            module.eval()
-        return self
 
 
 def _normalise_indices(out_indices: Sequence[int] | None, count: int) -> list[int]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..backbones._base import BackboneMeta, _normalise_indices
+from ..backbones._base import BackboneMeta, LevelModule, _normalise_indices
 from ..errors import ConfigError, IncompatibleError
 from ..features import FeatureInfo, FeatureSpec
 from ..inputs import check_batch
@@ -49,7 +49,7 @@ def effective_strides(nominal_strides: Sequence[int], output_stride: int) -> lis
     return [min(stride, output_stride) for stride in nominal_strides]
 
 
-class ForeignBackbone(nn.Module):
+class ForeignBackbone(LevelModule):
     """``body`` (another library's feature model) behind vertebra's feature contract.
 
     Args:
@@ -79,15 +79,6 @@ class ForeignBackbone(nn.Module):
         self._channels_last = tuple(channels_last or (False,) * len(levels))
         self._frozen_bn_eval: list[nn.Module] = []
         self._pad = floors_sizes(body, self.all_levels, in_channels) if pad is None else pad
-
-    @property
-    def out_channels(self) -> int:
-        """Channels of the deepest returned level (what a classifier pools)."""
-        return self.feature_info[-1].channels
-
-    @property
-    def output_stride(self) -> int:
-        return max(spec.stride for spec in self.all_levels)
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         check_batch(x, self, channels=self.in_channels, min_size=self.output_stride,
@@ -150,12 +141,6 @@ class ForeignBackbone(nn.Module):
             raise IncompatibleError(f"{self.source}: cannot freeze, no module {path!r} produces level "
                                     f"{self.all_levels[count - 1].name}")
         return modules[1:inside[-1] + 1]
-
-    def train(self, mode: bool = True) -> "ForeignBackbone":
-        super().train(mode)
-        for module in self._frozen_bn_eval:
-            module.eval()
-        return self
 
 
 def floors_sizes(body: nn.Module, levels: FeatureInfo, in_channels: int) -> bool:

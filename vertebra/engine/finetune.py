@@ -30,8 +30,8 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..errors import ConfigError, WeightsError
-from ..weights import KeyMap
 from ..norms import freeze_batchnorm
+from ..weights import KeyMap, load_weights
 from .config import TrainConfig
 
 __all__ = ["FinetuneReport", "find_backbone", "apply_structure", "load_start_weights", "backbone_parameters"]
@@ -119,8 +119,6 @@ _OTHER_MODELS_BACKBONE = KeyMap(rules=[("backbone.body.", ""), ("backbone.", "")
 
 def load_start_weights(model: nn.Module, config: TrainConfig) -> FinetuneReport | None:
     """Load ``init_weights`` (strictly) or ``finetune.weights`` (what fits) into a fresh run's model."""
-    from ..weights import load_weights
-
     if config.init_weights:
         load_weights(model, config.init_weights)
         return None
